@@ -1,0 +1,113 @@
+"""Running models with ONNX Runtime, the numerical reference, and generating inputs for them.
+
+Rules:
+- Sessions run on the CPU provider with all graph optimizations disabled, so what is measured is the
+  model as written, not what ONNX Runtime's own fusions make of it.
+- Generated inputs are deterministic for a seed: floats are standard normal, integers small and
+  non-negative, booleans random. Symbolic dimensions are filled from ``fill_dims`` or set to 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+
+from ir.errors import InvalidModelError
+
+
+def session(model: ir.Model | onnx.ModelProto | bytes, *, optimize: bool = False, threads: int = 0) -> ort.InferenceSession:
+    if isinstance(model, ir.Model):
+        model = ir.serde.serialize_model(model)
+    if isinstance(model, onnx.ModelProto):
+        model = model.SerializeToString()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own exception types without a common base
+        raise InvalidModelError(f"ONNX Runtime cannot load the model: {_one_line(exc)}") from exc
+
+
+def run(model_or_session, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    sess = model_or_session if isinstance(model_or_session, ort.InferenceSession) else session(model_or_session)
+    names = [o.name for o in sess.get_outputs()]
+    try:
+        outputs = sess.run(names, dict(feeds))
+    except Exception as exc:
+        raise InvalidModelError(f"ONNX Runtime failed to run the model: {_one_line(exc)}") from exc
+    return dict(zip(names, outputs))
+
+
+def input_specs(model: ir.Model) -> dict[str, tuple[np.dtype, list[int | str | None]]]:
+    """Graph inputs that are not initializers: name -> (numpy dtype, dims with symbols as str)."""
+    specs = {}
+    for value in model.graph.inputs:
+        if value.name in model.graph.initializers:
+            continue
+        dtype = value.dtype.numpy() if value.dtype is not None else np.dtype(np.float32)
+        dims: list[int | str | None] = []
+        if value.shape is not None:
+            for dim in value.shape:
+                if isinstance(dim, int):
+                    dims.append(dim if dim >= 0 else None)
+                else:
+                    dims.append(getattr(dim, "value", None))
+        specs[value.name] = (dtype, dims)
+    return specs
+
+
+def generate_inputs(model: ir.Model, *, seed: int = 0, fill_dims: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name, (dtype, dims) in input_specs(model).items():
+        shape = [d if isinstance(d, int) else (fill_dims or {}).get(d, 1) if isinstance(d, str) else 1 for d in dims]
+        if dtype.kind == "f":
+            feeds[name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind in "iu":
+            feeds[name] = rng.integers(0, 4, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            raise InvalidModelError(f"input '{name}': cannot generate data of type {dtype}; pass calibration data")
+    return feeds
+
+
+def compare(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Max absolute error and max error relative to each output's largest magnitude, over all outputs."""
+    max_abs, max_rel = 0.0, 0.0
+    for name, ref in reference.items():
+        if name not in actual:
+            return {"max_abs": float("inf"), "max_rel": float("inf"), "missing": name}
+        got = actual[name]
+        if ref.shape != got.shape:
+            return {"max_abs": float("inf"), "max_rel": float("inf"), "shape_mismatch": name}
+        if ref.size == 0:
+            continue
+        if ref.dtype.kind not in "fc":
+            err = float(np.max(ref != got))
+            max_abs, max_rel = max(max_abs, err), max(max_rel, err)
+            continue
+        ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
+        both_nan = np.isnan(ref64) & np.isnan(got64)
+        diff = np.where(both_nan, 0.0, np.abs(ref64 - got64))
+        same_inf = np.isinf(ref64) & (ref64 == got64)
+        diff = np.where(same_inf, 0.0, diff)
+        err = float(np.nanmax(np.where(np.isnan(diff), np.inf, diff)))
+        finite = ref64[np.isfinite(ref64)]
+        scale = max(float(np.max(np.abs(finite))) if finite.size else 0.0, 1e-12)
+        max_abs, max_rel = max(max_abs, err), max(max_rel, err / scale)
+    return {"max_abs": max_abs, "max_rel": max_rel}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300]
