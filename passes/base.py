@@ -1,0 +1,208 @@
+"""The pass contract: a registered textual name, typed options validated at construction, statistics.
+
+A pass is an ``onnx_ir`` in-place pass. Subclasses set:
+
+- ``name``: the textual name used in pipeline strings (``fold-batchnorm``);
+- ``Options``: a dataclass whose fields are the pass's options. Field types are ``int``, ``float``,
+  ``bool``, ``str`` or ``typing.Literal[...]``; a field's ``metadata={"check": fn, "doc": "..."}``
+  gives a validity predicate and a description. Values from a pipeline string arrive as text and are
+  converted here, so an unknown option or a value of the wrong type fails when the pass is built;
+- ``lossless``: whether the pass promises numerically equivalent outputs (the verifier compares them);
+- ``call(model) -> PassResult``: the rewrite, reporting whether it modified the model.
+
+Passes count what they did in ``self.stats`` (a Counter shown in the report) and record nodes they
+left alone on purpose with ``self.note(...)`` (e.g. an op from an unknown custom domain).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections import Counter
+from typing import Any, ClassVar
+
+import onnx_ir as ir
+
+from ir.errors import UsageError
+
+PassResult = ir.passes.PassResult
+
+STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """This pass takes no options."""
+
+
+class Pass(ir.passes.InPlacePass):
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    lossless: ClassVar[bool] = True
+
+    def __init__(self, **options: Any):
+        super().__init__()
+        self.options = build_options(self.name, self.Options, options)
+        self.stats: Counter[str] = Counter()
+        self.notes: list[str] = []
+        self.context: Any = None  # set by the pass manager: input shapes, calibration data
+
+    def note(self, message: str) -> None:
+        if message not in self.notes:
+            self.notes.append(message)
+
+    def call(self, model: ir.Model) -> PassResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def options_text(self) -> dict[str, str]:
+        """Options that differ from their defaults, as pipeline text."""
+        text = {}
+        for field in dataclasses.fields(self.Options):
+            value = getattr(self.options, field.name)
+            if field.default is not dataclasses.MISSING and value == field.default:
+                continue
+            text[field.name] = format_value(value)
+        return text
+
+    def __repr__(self) -> str:
+        opts = ",".join(f"{k}={v}" for k, v in self.options_text().items())
+        return f"{self.name}{{{opts}}}" if opts else self.name
+
+
+_REGISTRY: dict[str, type[Pass]] = {}
+
+
+def register(cls: type[Pass]) -> type[Pass]:
+    """Class decorator: make a pass available by its textual name."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise TypeError(f"pass name '{cls.name}' is registered twice")
+    if not dataclasses.is_dataclass(cls.Options):
+        raise TypeError(f"{cls.__name__}.Options must be a dataclass")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registered() -> dict[str, type[Pass]]:
+    _load_builtin_passes()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def lookup(name: str) -> type[Pass]:
+    passes = registered()
+    if name not in passes:
+        from passes.pipeline import preset_names
+
+        known = ", ".join([*passes, *preset_names()])
+        raise UsageError(f"unknown pass '{name}' (known: {known})")
+    return passes[name]
+
+
+def create(name: str, options: dict[str, Any] | None = None) -> Pass:
+    return lookup(name)(**(options or {}))
+
+
+def _load_builtin_passes() -> None:
+    # Importing the package registers every built-in pass; done lazily to keep `import passes` cheap.
+    import passes.fold  # noqa: F401
+
+
+def build_options(pass_name: str, options_cls: type, given: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(options_cls)}
+    hints = typing.get_type_hints(options_cls)
+    values = {}
+    for key, raw in given.items():
+        if key not in fields:
+            accepted = ", ".join(fields) or "none"
+            raise UsageError(f"pass '{pass_name}': unknown option '{key}' (accepted: {accepted})")
+        value = convert_value(pass_name, key, hints[key], raw)
+        check = fields[key].metadata.get("check")
+        if check is not None and not check(value):
+            rule = fields[key].metadata.get("rule", "a valid value")
+            raise UsageError(f"pass '{pass_name}': option '{key}' must be {rule}, got {format_value(value)}")
+        values[key] = value
+    missing = [name for name, f in fields.items() if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise UsageError(f"pass '{pass_name}': missing required option(s): {', '.join(missing)}")
+    return options_cls(**values)
+
+
+def convert_value(pass_name: str, key: str, hint: Any, raw: Any) -> Any:
+    where = f"pass '{pass_name}': option '{key}'"
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        for choice in choices:
+            if raw == choice or (isinstance(raw, str) and raw == format_value(choice)):
+                return choice
+        raise UsageError(f"{where} must be one of {', '.join(map(format_value, choices))}, got {raw}")
+    if hint is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(raw, str) and raw.lower() in ("false", "0", "no", "off"):
+            return False
+        raise UsageError(f"{where} expects true or false, got {raw}")
+    if hint in (int, float):
+        if isinstance(raw, bool):
+            raise UsageError(f"{where} expects {hint.__name__}, got {raw}")
+        try:
+            value = hint(raw)
+        except (TypeError, ValueError):
+            raise UsageError(f"{where} expects {'an integer' if hint is int else 'a number'}, got {raw}") from None
+        if hint is int and isinstance(raw, float) and raw != value:
+            raise UsageError(f"{where} expects an integer, got {raw}")
+        return value
+    if hint is str:
+        return str(raw)
+    raise TypeError(f"{where}: unsupported option type {hint}")
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def option_docs(cls: type[Pass]) -> list[tuple[str, str, str, str]]:
+    """(name, type, default, description) for each option, for `passes list`."""
+    hints = typing.get_type_hints(cls.Options)
+    rows = []
+    for field in dataclasses.fields(cls.Options):
+        hint = hints[field.name]
+        type_text = "|".join(map(format_value, typing.get_args(hint))) if typing.get_origin(hint) is typing.Literal else hint.__name__
+        default = "" if field.default is dataclasses.MISSING else format_value(field.default)
+        rows.append((field.name, type_text, default, field.metadata.get("doc", "")))
+    return rows
+
+
+def is_standard_domain(node: ir.Node) -> bool:
+    return node.domain in STANDARD_DOMAINS
+
+
+def all_nodes(model: ir.Model):
+    """Every node of the model: main graph, subgraphs (If/Loop/Scan) and model-local functions."""
+    yield from ir.traversal.RecursiveGraphIterator(model.graph)
+    for function in model.functions.values():
+        yield from ir.traversal.RecursiveGraphIterator(function)
+
+
+def all_graphs(model: ir.Model):
+    """The main graph, every subgraph inside it, and every model-local function."""
+    yield model.graph
+    yield from model.graph.subgraphs()
+    for function in model.functions.values():
+        yield function
+        yield from (g for node in function for attr in node.attributes.values() for g in _attr_graphs(attr))
+
+
+def _attr_graphs(attr):
+    if attr.type == ir.AttributeType.GRAPH:
+        yield attr.value
+        yield from attr.value.subgraphs()
+    elif attr.type == ir.AttributeType.GRAPHS:
+        for graph in attr.value:
+            yield graph
+            yield from graph.subgraphs()
