@@ -2,7 +2,7 @@
 
 Sources, all yielding feeds (``{input name: array}``), one batch each:
 - a ``.npy`` file: an array for the model's single input; if its rank is one more than the input's,
-  the first axis enumerates samples;
+  or the input's batch dimension is 1 and the array's is larger, the first axis enumerates samples;
 - a ``.npz`` file: one array per input name, first axis enumerating samples when the rank is one more;
 - a folder of ``.npy``/``.npz`` files (one sample each) or of images (``.png``, ``.jpg``, ``.jpeg``,
   ``.bmp``) read with Pillow and preprocessed by an ``ImagePreprocess`` spec;
@@ -148,7 +148,10 @@ def _feeds_from_file(path: Path, specs: dict) -> Iterator[dict[str, np.ndarray]]
     for name, array in arrays.items():
         dtype, dims = specs[name]
         if array.ndim == len(dims) + 1:
-            batched[name] = [a[None] if len(dims) and dims[0] == 1 else a for a in array]
+            batched[name] = list(array)
+        elif array.ndim == len(dims) and dims and dims[0] == 1 and array.shape[0] > 1:
+            # A stack of samples for a batch-1 input: split along the batch axis.
+            batched[name] = [array[i : i + 1] for i in range(array.shape[0])]
         elif array.ndim == len(dims):
             batched[name] = [array]
         else:

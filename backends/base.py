@@ -1,0 +1,135 @@
+"""The backend contract and registry: which builder produces a library for which target.
+
+A backend is keyed by what it builds, derived from the target by ``build_key``:
+
+- ``host``: CPU code for this machine (``llvm`` without a foreign triple, ``c``);
+- ``cross-<arch>``: CPU code for another machine (``llvm -mtriple=aarch64-linux-gnu`` gives
+  ``cross-aarch64``), which needs a cross linker and runs its check elsewhere;
+- ``cuda``: GPU code.
+
+Later backends slot in by registering another key: an accelerator partitioned through BYOC would use
+its own target kind and key; MetaSchedule tuning is an option of a request (a budget and a database),
+honoured by the backends that support it, not a key of its own, because every target can be tuned.
+
+Rules:
+- ``backend_for(spec)`` returns the backend registered for the spec's key, or raises a one-line
+  ``BackendError`` that says what is not supported yet and which builds are supported now.
+- Registering a second backend for a key is a ``UsageError``; ``replace=True`` swaps it on purpose.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import ClassVar
+
+import onnx_ir as ir
+
+from backends.target import TargetSpec
+from ir.errors import BackendError, UsageError
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildRequest:
+    """What to build: a model (a private copy whose inputs all have fixed shapes), for a target.
+
+    ``input_shapes`` holds the shape of every non-initializer input; the library goes to
+    ``out_dir/<name>.so``; ``check`` asks for a comparison with ONNX Runtime within ``rtol``/``atol``.
+    """
+
+    model: ir.Model
+    target: TargetSpec
+    out_dir: Path
+    input_shapes: Mapping[str, tuple[int, ...]]
+    name: str = "model"
+    check: bool = True
+    rtol: float = 1e-4
+    atol: float = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """The built library against ONNX Runtime on the same deterministic random inputs.
+
+    ``max_abs_error`` is the largest absolute difference over all outputs; ``max_rel_error`` is the
+    largest of each output's absolute difference divided by that output's largest magnitude. An
+    output passes when its absolute difference is at most ``atol + rtol * magnitude``.
+    """
+
+    max_abs_error: float
+    max_rel_error: float
+    passed: bool
+    rtol: float
+    atol: float
+    worst_output: str
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildResult:
+    """A built library: where it is, how long it took, and how it compared with ONNX Runtime.
+
+    ``compile_seconds`` is the wall time from ONNX to the library on disk (import, compile, link);
+    ``check`` is None when the check was not requested or could not run (``notes`` says why).
+    """
+
+    target: str
+    library: Path
+    size_bytes: int
+    compile_seconds: float
+    check: CheckResult | None
+    backend: str
+    notes: tuple[str, ...] = ()
+
+
+class Backend(abc.ABC):
+    """Builds libraries for the targets of one build key."""
+
+    key: ClassVar[str] = ""
+    description: ClassVar[str] = ""  # what it builds, for "supported now: ..." messages
+
+    @abc.abstractmethod
+    def build(self, request: BuildRequest) -> BuildResult:
+        """Compile ``request.model`` for ``request.target``; raise ``BackendError`` on failure."""
+
+
+_REGISTRY: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend, *, replace: bool = False) -> Backend:
+    if not backend.key:
+        raise UsageError(f"backend {type(backend).__name__} has no key; set the class attribute 'key'")
+    if backend.key in _REGISTRY and not replace:
+        existing = type(_REGISTRY[backend.key]).__name__
+        raise UsageError(f"a backend for '{backend.key}' is already registered ({existing}); pass replace=True to swap it")
+    _REGISTRY[backend.key] = backend
+    return backend
+
+
+def registered_backends() -> dict[str, Backend]:
+    return dict(_REGISTRY)
+
+
+def build_key(spec: TargetSpec) -> str:
+    """What building ``spec`` means: ``host``, ``cross-<arch>``, ``cuda``, or the target kind."""
+    if spec.is_host():
+        return "host"
+    if spec.is_cross():
+        arch = (spec.triple or "unknown").split("-")[0]
+        return f"cross-{arch}"
+    return spec.kind
+
+
+def backend_for(spec: TargetSpec) -> Backend:
+    key = build_key(spec)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    supported = "; ".join(b.description for b in _REGISTRY.values()) or "none (no backend is registered)"
+    if spec.is_cross():
+        what = f"cross-compiling for {spec.triple}"
+    elif spec.is_cuda():
+        what = f"compiling for CUDA ('{spec.text}')"
+    else:
+        what = f"compiling for '{spec.text}'"
+    raise BackendError(f"{what} is not supported yet; supported now: {supported}")

@@ -1,0 +1,56 @@
+"""Comparing a built library's outputs with ONNX Runtime's.
+
+Rules:
+- Outputs are compared in graph order; a different count or shape fails with an infinite error.
+- An output's magnitude is its reference's largest finite absolute value (1 when that is 0, so that an
+  all-zero output is judged by ``atol`` alone). Its relative error is its largest absolute difference
+  divided by that magnitude. It passes when the absolute difference is at most
+  ``atol + rtol * magnitude``: tolerances scale with the output, not element by element, because
+  near-zero elements of a convolution legitimately differ by more than ``rtol`` of themselves.
+- NaN matches NaN and an infinity matches the same infinity; any other mismatch of non-finite values
+  is an infinite error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from backends.base import CheckResult
+
+
+def compare_outputs(reference: Mapping[str, np.ndarray], actual: Sequence[np.ndarray], *, rtol: float, atol: float) -> CheckResult:
+    worst = ("", 0.0, 0.0)  # (output name, abs error, rel error) of the output furthest from passing
+    worst_ratio = -1.0
+    max_abs = max_rel = 0.0
+    passed = len(reference) == len(actual)
+    for (name, expected), got in zip(reference.items(), actual):
+        abs_error, magnitude = _abs_error(np.asarray(expected), np.asarray(got))
+        rel_error = abs_error / magnitude
+        allowed = atol + rtol * magnitude
+        passed = passed and abs_error <= allowed
+        max_abs, max_rel = max(max_abs, abs_error), max(max_rel, rel_error)
+        ratio = abs_error / allowed if allowed else math.inf
+        if ratio > worst_ratio:
+            worst_ratio, worst = ratio, (name, abs_error, rel_error)
+    if len(reference) != len(actual):
+        max_abs = max_rel = math.inf
+    return CheckResult(max_abs_error=max_abs, max_rel_error=max_rel, passed=passed, rtol=rtol, atol=atol, worst_output=worst[0])
+
+
+def _abs_error(expected: np.ndarray, got: np.ndarray) -> tuple[float, float]:
+    """(largest absolute difference, magnitude) of one output."""
+    if expected.shape != got.shape:
+        return math.inf, 1.0
+    expected = expected.astype(np.float64)
+    got = got.astype(np.float64)
+    finite = np.isfinite(expected)
+    magnitude = float(np.max(np.abs(expected[finite]), initial=0.0)) or 1.0
+    same_special = (~finite) & ((expected == got) | (np.isnan(expected) & np.isnan(got)))
+    if np.any(~finite & ~same_special) or np.any(finite & ~np.isfinite(got)):
+        return math.inf, magnitude
+    if not np.any(finite):
+        return 0.0, magnitude
+    return float(np.max(np.abs(expected[finite] - got[finite]))), magnitude

@@ -1,0 +1,5 @@
+import sys
+
+from passes.cli import main
+
+sys.exit(main())

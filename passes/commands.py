@@ -1,0 +1,261 @@
+"""The work behind each command-line command. Everything is validated before anything is written."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+from rich.table import Table
+
+from ir import io, shapes
+from ir.errors import UsageError
+from passes.cli import console, default_output_dir, errors, print_json
+from passes.instruments import Instrument
+
+
+def _load_with_shapes(path: str, input_shape_args: list[str]):
+    fixed = shapes.parse_input_shapes(input_shape_args)
+    model = io.load(path)
+    shapes.fix_input_shapes(model, fixed)
+    return model, fixed
+
+
+def _writable_output_dir(path: Path) -> Path:
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"-o {path}: output folder is not writable")
+    return path
+
+
+def run_optimize(args) -> int:
+    from passes import calibration, instruments, pipeline
+    from passes.manager import PassContext, PassManager
+    from passes.report import build_report, write_json, write_markdown
+    from passes.verify import check_structure
+
+    # Validate every argument before touching the model or the disk.
+    pipe = pipeline.parse(args.passes)
+    target = None
+    if args.target:
+        from backends.target import parse_target
+
+        target = parse_target(args.target)
+    out_dir = _writable_output_dir(Path(args.output) if args.output else default_output_dir(args.model))
+    preprocess = calibration.ImagePreprocess.parse(args.calib_preprocess) if args.calib_preprocess else None
+    model, fixed = _load_with_shapes(args.model, args.input_shape)
+    check_structure(model)
+
+    warnings_list: list[str] = []
+    if args.calib:
+        calib = calibration.Calibration.from_path(args.calib, model, preprocess=preprocess, limit=args.calib_limit)
+    else:
+        calib = calibration.Calibration.generated_for(model)
+    if calib.generated:
+        message = "no calibration data given (--calib): verifying on generated random inputs"
+        if any(not p.lossless for p in pipe.passes()):
+            message += "; lossy passes measured on random data say little about real accuracy"
+        warnings_list.append(message)
+        errors.print(f"[yellow]warning:[/yellow] {message}")
+    symbolic = shapes.has_symbolic_inputs(model)
+    if symbolic:
+        warnings_list.append(f"inputs with symbolic dimensions: {', '.join(symbolic)}; fix them with --input-shape to fold shape computations")
+
+    with tempfile.TemporaryDirectory(prefix="graphpress-") as scratch:
+        repro = instruments.Reproducer(out_dir / "reproducer")
+        used = [instruments.StatisticsInstrument(), repro, ProgressInstrument()]
+        if args.dump_dir:
+            used.append(instruments.DumpAfterChange(args.dump_dir))
+        before = instruments.cost_snapshot(model)
+        manager = PassManager(
+            pipe, instruments=used, verify=args.verify, strict=args.strict, tolerance=args.tolerance,
+            feeds=calib.take(4), feeds_source=calib.source, context=PassContext(fixed, calib),
+        )
+        with console.status("running passes") as status:
+            used[-1].status = status
+            result = manager.run(model)
+        after = instruments.cost_snapshot(result.model)
+        stem = Path(args.model).stem
+        staged_model = io.save(result.model, Path(scratch) / f"{stem}.onnx")
+        build = None
+        if target is not None:
+            from backends import compile_model
+
+            with console.status(f"compiling for {target.text} with TVM"):
+                build = compile_model(result.model, target, Path(scratch), input_shapes=fixed or None, name=stem).to_dict()
+            build["library"] = str(out_dir / Path(build["library"]).name)
+        report = build_report(result, source=args.model, output=str(out_dir / staged_model.name), before=before, after=after, build=build, warnings=warnings_list)
+        (Path(scratch) / "report.json").write_text(write_json(report))
+        (Path(scratch) / "report.md").write_text(write_markdown(report))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for produced in Path(scratch).iterdir():
+            os.replace(produced, out_dir / produced.name)
+
+    _print_summary(report, out_dir)
+    return 0
+
+
+class ProgressInstrument(Instrument):
+    """Shows the pass being run on the spinner line."""
+
+    status = None
+
+    def before_pass(self, pass_, model):
+        if self.status is not None:
+            self.status.update(f"running {pass_.name} ({len(model.graph)} nodes)")
+
+    def on_failure(self, pass_, model_before, pipeline_text, reason):
+        errors.print(f"[yellow]rolled back[/yellow] {pass_.name}: {reason}", markup=True, highlight=False)
+
+
+def _print_summary(report: dict, out_dir: Path) -> None:
+    table = Table(title=f"optimized with {report['pipeline']}")
+    for column in ("", "before", "after", "change"):
+        table.add_column(column, justify="right")
+    for key in ("nodes", "params", "macs", "weight_bytes"):
+        b, a = report["before"][key], report["after"][key]
+        change = f"{(a - b) / b * 100:+.1f}%" if b else "-"
+        table.add_row(key, f"{b:,}", f"{a:,}", change)
+    console.print(table)
+    changed = [r for r in report["passes"] if r["modified"]]
+    console.print(f"{len(changed)} pass runs changed the model; {len(report['rolled_back'])} rolled back")
+    final = report["verification"]["final_error"]
+    if final:
+        console.print(f"outputs vs input model: max relative error {final['max_rel']:.3g} on {report['verification']['inputs']}")
+    if report.get("build"):
+        console.print(f"library: {report['build'].get('library')}")
+    console.print(f"wrote {out_dir}/ (model, report.md, report.json)")
+
+
+def run_inspect(args) -> int:
+    from ir import cost, runtime
+
+    model, _ = _load_with_shapes(args.model, args.input_shape)
+    summary = cost.analyze(model)
+    specs = runtime.input_specs(model)
+    data = summary.to_dict()
+    data["inputs"] = {name: {"dtype": str(dtype), "shape": dims} for name, (dtype, dims) in specs.items()}
+    data["outputs"] = {v.name: {"dtype": str(v.dtype), "shape": _dims(v.shape)} for v in model.graph.outputs}
+    if args.json:
+        print_json(data)
+        return 0
+    io_table = Table(title=f"{Path(args.model).name}")
+    for column in ("", "name", "dtype", "shape"):
+        io_table.add_column(column)
+    for kind in ("inputs", "outputs"):
+        for name, info in data[kind].items():
+            io_table.add_row(kind[:-1], name, info["dtype"], str(info["shape"]))
+    console.print(io_table)
+    totals = Table(title="totals")
+    totals.add_column("")
+    totals.add_column("value", justify="right")
+    for key in ("nodes", "params", "macs", "weight_bytes", "activation_peak_bytes"):
+        value = getattr(summary, key)
+        totals.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(totals)
+    ops = Table(title="op histogram")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    for op, count in sorted(summary.op_histogram.items(), key=lambda kv: -kv[1]):
+        ops.add_row(op, str(count))
+    console.print(ops)
+    layers = sorted(summary.per_node, key=lambda n: -(n.macs or 0))
+    if args.layers:
+        layers = layers[: args.layers]
+    per_layer = Table(title="layers by MACs")
+    for column in ("node", "op", "params", "MACs", "output bytes"):
+        per_layer.add_column(column, justify="right" if column != "node" else "left")
+    for node in layers:
+        per_layer.add_row(node.name, node.op_type, f"{node.params:,}", "?" if node.macs is None else f"{node.macs:,}", f"{node.output_bytes:,}" if node.output_bytes is not None else "?")
+    console.print(per_layer)
+    return 0
+
+
+def _dims(shape):
+    if shape is None:
+        return None
+    return [d if isinstance(d, int) else str(d) for d in shape]
+
+
+def run_diff(args) -> int:
+    from ir import diff
+
+    a, fixed = _load_with_shapes(args.a, args.input_shape)
+    b = io.load(args.b)
+    shapes.fix_input_shapes(b, fixed)
+    html_path = Path(args.html) if args.html else None
+    if html_path is not None:
+        _writable_output_dir(html_path.parent if str(html_path.parent) else Path("."))
+    structural = diff.structural_diff(a, b)
+    numeric = None
+    if not args.no_numeric:
+        with console.status("running both models"):
+            numeric = diff.numeric_diff(a, b)
+    data = {"structural": structural.to_dict(), "numeric": numeric}
+    if html_path is not None:
+        from ir.diff_html import render_html
+
+        page = render_html(structural, numeric, title=f"{Path(args.a).name} vs {Path(args.b).name}")
+        fd, tmp = tempfile.mkstemp(dir=html_path.parent or ".", suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(page)
+        os.replace(tmp, html_path)
+    if args.json:
+        print_json(data)
+        return 0
+    _print_diff(data, args)
+    if html_path is not None:
+        console.print(f"wrote {html_path}")
+    return 0
+
+
+def _print_diff(data: dict, args) -> None:
+    from passes.diff_view import print_diff
+
+    print_diff(console, data, args.a, args.b)
+
+
+def run_list(args) -> int:
+    from passes.base import option_docs, registered
+    from passes.pipeline import preset_names, preset_text
+
+    passes = registered()
+    if args.json:
+        print_json({
+            "passes": {name: {"lossless": cls.lossless, "doc": (cls.__doc__ or "").strip(), "module_doc": _module_doc(cls),
+                              "options": [dict(zip(("name", "type", "default", "doc"), row)) for row in option_docs(cls)]} for name, cls in passes.items()},
+            "presets": {name: preset_text(name) for name in preset_names()},
+        })
+        return 0
+    table = Table(title="passes")
+    for column in ("pass", "kind", "options", "what it does"):
+        table.add_column(column)
+    for name, cls in passes.items():
+        options = "\n".join(f"{n}: {t} = {d}" if d else f"{n}: {t}" for n, t, d, _ in option_docs(cls)) or "-"
+        table.add_row(name, "lossless" if cls.lossless else "lossy", options, _summary_line(cls))
+    console.print(table)
+    presets = Table(title="presets")
+    presets.add_column("name")
+    presets.add_column("pipeline")
+    for name in preset_names():
+        presets.add_row(name, preset_text(name))
+    console.print(presets)
+    return 0
+
+
+def _module_doc(cls) -> str:
+    import sys
+
+    return (sys.modules[cls.__module__].__doc__ or "").strip()
+
+
+def _summary_line(cls) -> str:
+    doc = _module_doc(cls) or (cls.__doc__ or "")
+    first = doc.strip().splitlines()[0] if doc.strip() else ""
+    return first.split(": ", 1)[1] if first.startswith(cls.name + ":") else first
+
+
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="onnx")

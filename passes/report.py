@@ -1,0 +1,106 @@
+"""The optimize report: what changed, how it was verified, what was built. JSON for tools, Markdown for people."""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib import metadata
+from typing import Any
+
+from passes.manager import RunResult
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in ("graphpress", "onnx", "onnx-ir", "onnxruntime", "numpy", "apache-tvm"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def build_report(result: RunResult, *, source: str, output: str, before: dict, after: dict, build: dict | None, warnings: list[str]) -> dict[str, Any]:
+    deltas = {key: after[key] - before[key] for key in before if isinstance(before[key], (int, float)) and isinstance(after.get(key), (int, float))}
+    return {
+        "input": source,
+        "output": output,
+        "pipeline": result.pipeline,
+        "versions": versions(),
+        "verification": {"inputs": result.verification_inputs, "final_error": result.final_error},
+        "before": before,
+        "after": after,
+        "delta": deltas,
+        "passes": [r.to_dict() for r in result.records],
+        "fixpoints": result.fixpoints,
+        "rolled_back": [{"pass": r.text, "reason": r.failure} for r in result.failures],
+        "build": build,
+        "warnings": warnings,
+    }
+
+
+def write_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, default=_jsonable) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return str(value)
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return f"{value:,}"
+
+
+def _change(before: Any, after: Any) -> str:
+    if not isinstance(before, (int, float)) or not isinstance(after, (int, float)) or before == 0:
+        return "-"
+    return f"{(after - before) / before * 100:+.1f}%"
+
+
+def write_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# graphpress optimize report",
+        "",
+        f"- input: `{report['input']}`",
+        f"- output: `{report['output']}`",
+        f"- pipeline: `{report['pipeline']}`",
+        f"- verified on: {report['verification']['inputs']}",
+    ]
+    final = report["verification"]["final_error"]
+    if final:
+        lines.append(f"- final output error vs input model: max abs {_number(final.get('max_abs'))}, max relative {_number(final.get('max_rel'))}")
+    lines += ["", "## Totals", "", "| | before | after | change |", "|---|---:|---:|---:|"]
+    for key in ("nodes", "params", "macs", "weight_bytes"):
+        b, a = report["before"].get(key), report["after"].get(key)
+        lines.append(f"| {key} | {_number(b)} | {_number(a)} | {_change(b, a)} |")
+    lines += ["", "## Passes", "", "| pass | iteration | changed | time (s) | nodes after | statistics | verification |", "|---|---:|:-:|---:|---:|---|---|"]
+    for record in report["passes"]:
+        if not record["modified"] and not record["failure"]:
+            continue
+        stats = ", ".join(f"{k}: {v}" for k, v in record["stats"].items() if v)
+        verdict = f"ROLLED BACK: {record['failure']}" if record["rolled_back"] else (
+            f"ok (max rel {_number(record['error']['max_rel'])})" if record.get("error") else "structure ok")
+        nodes = (record.get("after") or {}).get("nodes")
+        lines.append(f"| `{record['text']}` | {record['iteration']} | {'yes' if record['modified'] else 'no'} | {record['seconds']:.3f} | {_number(nodes)} | {stats} | {verdict} |")
+    unchanged = sorted({r["text"] for r in report["passes"]} - {r["text"] for r in report["passes"] if r["modified"]})
+    if unchanged:
+        lines += ["", f"Passes that changed nothing: {', '.join(f'`{t}`' for t in unchanged)}"]
+    for fixpoint in report["fixpoints"]:
+        state = "converged" if fixpoint["converged"] else "stopped at its bound without converging"
+        lines.append(f"\nFixed-point group ran {fixpoint['iterations']} iteration(s), {state}.")
+    notes = sorted({note for r in report["passes"] for note in r["notes"]})
+    if notes or report["warnings"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in (*report["warnings"], *notes)]
+    build = report.get("build")
+    if build:
+        lines += ["", "## Build", ""] + [f"- {k}: {v}" for k, v in build.items()]
+    lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
+    return "\n".join(lines)
