@@ -1,12 +1,12 @@
-"""Preparing a model for a backend: a private protobuf copy whose graph inputs all have fixed shapes.
+"""Preparing a model for a backend: a private IR copy whose graph inputs all have fixed shapes.
 
 Rules:
 - ``model`` is an ``onnx_ir.Model`` or an ``onnx.ModelProto``; the caller's model is never modified.
 - ``input_shapes`` fixes the named inputs (``fix_input_shapes``: an unknown name, a wrong rank or a
   conflict with a fixed dimension is a ``UsageError``; every dimension must be a positive integer).
 - An input that still has a symbolic or unknown dimension is a ``BackendError`` naming it and the
-  ``--input-shape`` to pass, with 1 suggested for each unknown dimension: compiled libraries here are
-  built for one shape.
+  ``--input-shape`` to pass (fixed dimensions filled in, 1 for a leading batch, the symbol's name or
+  ``D<i>`` for the others): the libraries built here are compiled for one shape.
 """
 
 from __future__ import annotations
@@ -32,15 +32,27 @@ def prepare_model(
     symbolic = has_symbolic_inputs(copy)
     specs = input_specs(copy)
     if symbolic:
-        name = symbolic[0]
-        dims = specs[name][1]
-        shown = "x".join("?" if d is None else str(d) for d in dims) or "rank unknown"
-        suggested = ",".join(str(d) if isinstance(d, int) else "1" for d in dims) or "1,3,224,224"
-        raise BackendError(
-            f"input '{name}' has a symbolic shape ({shown}); fix it with --input-shape {name}:{suggested} "
-            "(input_shapes= in the API)"
-        )
+        raise BackendError(_symbolic_message(symbolic[0], specs[symbolic[0]][1]))
     return copy, {name: tuple(int(d) for d in dims) for name, (_, dims) in specs.items()}
+
+
+def _symbolic_message(name: str, dims: list[int | str | None]) -> str:
+    shown = ", ".join("?" if d is None else str(d) for d in dims) if dims else "rank unknown"
+    suggested = ",".join(_suggested_dim(index, dim) for index, dim in enumerate(dims)) or "1,3,224,224"
+    return (
+        f"input '{name}' has a symbolic shape [{shown}]; give it sizes with --input-shape {name}:{suggested} "
+        "(positive integers; input_shapes= in the API)"
+    )
+
+
+def _suggested_dim(index: int, dim: int | str | None) -> str:
+    if isinstance(dim, int):
+        return str(dim)
+    if index == 0:
+        return "1"  # a leading symbolic dimension is almost always the batch
+    if isinstance(dim, str) and dim.isidentifier():
+        return dim  # a readable symbol ('height') tells the user more than a placeholder
+    return f"D{index}"
 
 
 def _private_copy(model: ir.Model | onnx.ModelProto) -> ir.Model:

@@ -21,23 +21,23 @@ import numpy as np
 from backends.base import CheckResult
 
 
-def compare_outputs(reference: Mapping[str, np.ndarray], actual: Sequence[np.ndarray], *, rtol: float, atol: float) -> CheckResult:
-    worst = ("", 0.0, 0.0)  # (output name, abs error, rel error) of the output furthest from passing
-    worst_ratio = -1.0
+def compare_outputs(
+    reference: Mapping[str, np.ndarray], actual: Sequence[np.ndarray], *, rtol: float, atol: float
+) -> CheckResult:
+    if len(reference) != len(actual):
+        return CheckResult(math.inf, math.inf, passed=False, rtol=rtol, atol=atol, worst_output="(output count)")
     max_abs = max_rel = 0.0
-    passed = len(reference) == len(actual)
+    passed = True
+    worst_output, worst_share = "", -1.0  # the output that used the largest share of its allowance
     for (name, expected), got in zip(reference.items(), actual):
         abs_error, magnitude = _abs_error(np.asarray(expected), np.asarray(got))
-        rel_error = abs_error / magnitude
         allowed = atol + rtol * magnitude
         passed = passed and abs_error <= allowed
-        max_abs, max_rel = max(max_abs, abs_error), max(max_rel, rel_error)
-        ratio = abs_error / allowed if allowed else math.inf
-        if ratio > worst_ratio:
-            worst_ratio, worst = ratio, (name, abs_error, rel_error)
-    if len(reference) != len(actual):
-        max_abs = max_rel = math.inf
-    return CheckResult(max_abs_error=max_abs, max_rel_error=max_rel, passed=passed, rtol=rtol, atol=atol, worst_output=worst[0])
+        max_abs, max_rel = max(max_abs, abs_error), max(max_rel, abs_error / magnitude)
+        share = abs_error / allowed if allowed else math.inf
+        if share > worst_share:
+            worst_output, worst_share = name, share
+    return CheckResult(max_abs, max_rel, passed=passed, rtol=rtol, atol=atol, worst_output=worst_output)
 
 
 def _abs_error(expected: np.ndarray, got: np.ndarray) -> tuple[float, float]:

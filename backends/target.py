@@ -96,7 +96,7 @@ PRESETS: Mapping[str, str] = types.MappingProxyType(
 
 _AARCH64_LINUX = "aarch64-linux-gnu"
 _ARMV7_LINUX = "armv7l-linux-gnueabihf"
-_ARM32_ONLY_CORES = frozenset({"cortex-a5", "cortex-a7", "cortex-a8", "cortex-a9", "cortex-a12", "cortex-a15", "cortex-a17", "cortex-a32"})
+_ARM32_ONLY_CORES = frozenset(f"cortex-a{n}" for n in (5, 7, 8, 9, 12, 15, 17, 32))
 _ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
 _CUDA_ARCH = re.compile(r"sm_\d+[a-z]?")
 
@@ -110,7 +110,9 @@ class TargetSpec:
 
     def __post_init__(self) -> None:
         # A read-only view keeps the frozen dataclass honest: nobody edits a spec after parsing.
-        object.__setattr__(self, "options", types.MappingProxyType(dict(self.options)))
+        # Lists become tuples so that specs built by hand compare and print like parsed ones.
+        options = {k: tuple(v) if isinstance(v, list) else v for k, v in self.options.items()}
+        object.__setattr__(self, "options", types.MappingProxyType(options))
 
     @property
     def text(self) -> str:
@@ -277,7 +279,9 @@ def _normal_arch(arch: str) -> str:
 
 
 def _host_os() -> str:
-    return {"win32": "windows", "darwin": "darwin"}.get(sys.platform, "linux" if sys.platform.startswith("linux") else sys.platform)
+    if sys.platform.startswith("linux"):
+        return "linux"
+    return {"win32": "windows"}.get(sys.platform, sys.platform)
 
 
 def _triple_parts(triple: str) -> tuple[str, str | None]:

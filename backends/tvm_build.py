@@ -23,11 +23,13 @@ Rules of the host backend (``llvm`` without a foreign ``-mtriple``, and ``c``):
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import re
 import tempfile
 import time
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,8 @@ def compile_model(
     spec = target if isinstance(target, TargetSpec) else parse_target(target)
     if not _NAME.fullmatch(name):
         raise UsageError(f"library name '{name}' must be a file stem of letters, digits, '_', '.', '-' (e.g. 'model')")
+    if not (rtol >= 0 and atol >= 0):
+        raise UsageError(f"tolerances must be non-negative numbers, got rtol={rtol}, atol={atol}")
     backend = backend_for(spec)  # before any work: an unsupported target fails at once
     prepared, shapes = prepare_model(model, input_shapes)
     request = BuildRequest(prepared, spec, Path(out_dir), shapes, name=name, check=check, rtol=rtol, atol=atol)
@@ -109,7 +113,9 @@ class TvmHostBackend(Backend):
             notes=tuple(notes),
         )
 
-    def _check(self, tvm: Any, target: Any, request: BuildRequest, library: Path, notes: list[str]) -> CheckResult | None:
+    def _check(
+        self, tvm: Any, target: Any, request: BuildRequest, library: Path, notes: list[str]
+    ) -> CheckResult | None:
         with _native_output("feature check", notes):
             lacking = lacking_host_features(tvm, target) if request.target.kind == "llvm" else []
         if lacking:
@@ -140,7 +146,8 @@ def import_tvm() -> Any:
         import tvm  # noqa: PLC0415 - optional and slow to import: only when a build is asked for
         import tvm.relax.frontend.onnx  # noqa: F401, PLC0415 - not imported by 'import tvm'
     except ImportError as exc:
-        raise BackendError(f"TVM is not installed ({exc.name or exc}); install the extra: pip install 'graphpress[tvm]'") from exc
+        missing = exc.name or str(exc)
+        raise BackendError(f"TVM is not installed (missing module '{missing}'); install the extra: pip install 'graphpress[tvm]'") from exc
     return tvm
 
 
@@ -167,9 +174,14 @@ def import_onnx(tvm: Any, model: ir.Model, shapes: Mapping[str, tuple[int, ...]]
     proto = ir.serde.serialize_model(model)
     with captured() as log:
         try:
-            return tvm.relax.frontend.onnx.from_onnx(proto, shape_dict={k: list(v) for k, v in shapes.items()}, keep_params_in_input=False)
+            shape_dict = {name: list(dims) for name, dims in shapes.items()}
+            return tvm.relax.frontend.onnx.from_onnx(proto, shape_dict=shape_dict, keep_params_in_input=False)
         except Exception as exc:  # the importer raises whatever its converters raise
             failure = exc
+            # The importer's half-built BlockBuilder lives on in the traceback's frames, and its C++
+            # destructor logs a warning; release it now, inside the capture, not at interpreter exit.
+            traceback.clear_frames(exc.__traceback__)
+            gc.collect()
     _log_native("ONNX import", log)
     raise BackendError(import_failure_message(failure, log)) from failure
 
@@ -224,8 +236,9 @@ def lacking_host_features(tvm: Any, target: Any) -> list[str]:
 
 
 def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message, at most 300 characters."""
-    line = next((part.strip() for part in str(exc).splitlines() if part.strip()), type(exc).__name__)
+    """The first line of an exception's message that is not blank or a traceback header, at most 300 characters."""
+    lines = (part.strip() for part in str(exc).splitlines())
+    line = next((part for part in lines if part and not part.startswith("Traceback")), type(exc).__name__)
     return line if len(line) <= 300 else line[:297] + "..."
 
 
