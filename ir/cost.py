@@ -9,7 +9,8 @@ Definitions:
   computes a constant is a *constant node*: it costs nothing at inference time.
 - The *weights* of a node are its constant inputs, except INT64 ones (shapes, axes and indices, not
   learned). ``params`` counts their elements and ``weight_bytes`` their storage. A node's own figures
-  count every weight it reads; the model's totals count each weight value once even if it is shared.
+  count every weight it reads; the model's totals count each weight value once even if it is shared,
+  including weights read only inside subgraphs.
 - ``macs`` are multiply-accumulates of the linear-algebra ops only: Conv / ConvInteger / QLinearConv
   (``N * M * prod(out spatial) * C/group * prod(kernel)``, so strides, dilations and pads enter through
   the output shape), ConvTranspose (``N * C_in * prod(in spatial) * M/group * prod(kernel)``), Gemm
@@ -26,7 +27,8 @@ Definitions:
   model-local function and a node with subgraphs (If/Loop/Scan) gets ``None`` for what cannot be
   computed; the totals add what is known and ``uncounted_nodes`` says how many nodes were left out.
 - Activations are the non-initializer graph inputs and the outputs of non-constant main-graph nodes.
-  ``activation_peak_bytes`` walks the main graph in its (topological) order: a value is allocated
+  ``activation_peak_bytes`` walks the main graph in its node order (or a topological order when that
+  one is not: ONNX Runtime accepts out-of-order nodes, so models may have them): a value is allocated
   when it is produced and freed after its last reader (a node reading it from inside a subgraph counts
   as its top-level node); graph inputs live from the start and graph outputs to the end. Values of
   unknown size count as 0 bytes and are counted in ``unsized_activations``.
@@ -42,6 +44,7 @@ Inference only sets the shapes and types of main-graph values, nothing else of t
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -117,6 +120,8 @@ class NodeCost:
 
 @dataclasses.dataclass
 class CostSummary:
+    """Totals over the model (see the module docstring), the op histogram and one entry per node."""
+
     nodes: int
     params: int
     macs: int
@@ -133,7 +138,7 @@ class CostSummary:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "per_node"}
         data["op_histogram"] = dict(self.op_histogram)
         if per_node:
-            data["per_node"] = [cost.to_dict() for cost in self.per_node]
+            data["per_node"] = [node.to_dict() for node in self.per_node]
         return data
 
 
@@ -149,14 +154,14 @@ def analyze(model: ir.Model, *, infer_shapes: bool = True) -> CostSummary:
     return CostSummary(
         nodes=sum(histogram.values()),
         params=sum(_elements(v) or 0 for v in weights),
-        macs=sum(cost.macs or 0 for cost in per_node),
+        macs=sum(node.macs or 0 for node in per_node),
         weight_bytes=sum(_nbytes(v) or 0 for v in weights),
         activation_peak_bytes=peak,
         activation_total_bytes=total,
-        uncounted_nodes=sum(1 for cost in per_node if cost.macs is None or cost.flops is None),
+        uncounted_nodes=sum(1 for node in per_node if node.macs is None or node.flops is None),
         op_histogram=histogram,
         per_node=per_node,
-        flops=sum(cost.flops or 0 for cost in per_node),
+        flops=sum(node.flops or 0 for node in per_node),
         unsized_activations=unsized,
     )
 
@@ -175,9 +180,13 @@ def op_key(node: ir.Node) -> str:
 
 
 def constant_values(graph: ir.Graph) -> set[ir.Value]:
-    """Values of ``graph`` computed purely from initializers and constant nodes."""
-    constants: set[ir.Value] = {v for v in graph.initializers.values()}
-    for node in graph:
+    """Values of ``graph`` and its subgraphs computed purely from initializers and constant nodes."""
+    constants = set(graph.initializers.values())
+    for subgraph in graph.subgraphs():
+        constants.update(subgraph.initializers.values())
+    # Subgraph nodes may read the main graph's constants, so the main graph goes first.
+    subgraph_nodes = (inner for subgraph in graph.subgraphs() for inner in subgraph)
+    for node in [*execution_order(graph), *subgraph_nodes]:
         if _computes_constant(node, constants):
             constants.update(node.outputs)
     return constants
@@ -188,7 +197,7 @@ def _computes_constant(node: ir.Node, constants: set[ir.Value]) -> bool:
         return False
     if any(attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for attr in node.attributes.values()):
         return False
-    return all(value is None or value in constants or value.const_value is not None for value in node.inputs)
+    return all(value is None or _is_constant(value, constants) for value in node.inputs)
 
 
 def _is_constant(value: ir.Value, constants: set[ir.Value]) -> bool:
@@ -199,12 +208,13 @@ def _weight_inputs(node: ir.Node, constants: set[ir.Value]) -> list[ir.Value]:
     return [
         value
         for value in dict.fromkeys(v for v in node.inputs if v is not None)
-        if _is_constant(value, constants) and value.dtype != ir.DataType.INT64 and _dtype(value) != ir.DataType.INT64
+        if _is_constant(value, constants) and value_dtype(value) != ir.DataType.INT64
     ]
 
 
 def _unique_weights(graph: ir.Graph, constants: set[ir.Value]) -> list[ir.Value]:
-    readers = (node for node in graph if not _computes_constant(node, constants))
+    nodes = ir.traversal.RecursiveGraphIterator(graph)
+    readers = (node for node in nodes if not _computes_constant(node, constants))
     return list(dict.fromkeys(value for node in readers for value in _weight_inputs(node, constants)))
 
 
@@ -218,23 +228,24 @@ def static_dims(value: ir.Value | None) -> tuple[int, ...] | None:
     shape = value.shape
     if shape is not None and all(isinstance(d, int) and d >= 0 for d in shape):
         return tuple(int(d) for d in shape)
-    tensor = _const_tensor(value)
+    tensor = constant_tensor(value)
     if tensor is not None:
         return tuple(int(d) for d in tensor.shape)
     return None
 
 
-def _const_tensor(value: ir.Value):
+def constant_tensor(value: ir.Value) -> ir.TensorProtocol | None:
+    """The tensor of an initializer or Constant-node output (not of computed constants), else None."""
     try:
         return ir.convenience.get_const_tensor(value)
     except ValueError:  # a malformed Constant node: treat as not constant-readable
         return None
 
 
-def _dtype(value: ir.Value) -> ir.DataType | None:
+def value_dtype(value: ir.Value) -> ir.DataType | None:
     if value.dtype is not None:
         return value.dtype
-    tensor = _const_tensor(value)
+    tensor = constant_tensor(value)
     return tensor.dtype if tensor is not None else None
 
 
@@ -244,7 +255,7 @@ def _elements(value: ir.Value) -> int | None:
 
 
 def _nbytes(value: ir.Value) -> int | None:
-    count, dtype = _elements(value), _dtype(value)
+    count, dtype = _elements(value), value_dtype(value)
     if count is None or dtype is None or dtype == ir.DataType.UNDEFINED:
         return None
     return (count * dtype.bitwidth + 7) // 8
@@ -400,7 +411,7 @@ def _int_attr(node: ir.Node, name: str, default: int = 0) -> int:
 
 def _activation_memory(graph: ir.Graph, constants: set[ir.Value]) -> tuple[int, int, int]:
     """(peak bytes, total bytes, values of unknown size) of activations over the main graph."""
-    nodes = list(graph)
+    nodes = execution_order(graph)
     # Each activation with the step that allocates it: -1 for graph inputs, else its producer's index.
     born: dict[ir.Value, int] = {v: -1 for v in graph.inputs if not v.is_initializer() and v not in constants}
     for index, node in enumerate(nodes):
@@ -423,6 +434,35 @@ def _activation_memory(graph: ir.Graph, constants: set[ir.Value]) -> tuple[int, 
         live -= released[step]
     unsized = sum(1 for size in sizes.values() if size is None)
     return peak, sum(size or 0 for size in sizes.values()), unsized
+
+
+def execution_order(graph: ir.Graph) -> list[ir.Node]:
+    """The graph's nodes in their own order when it is topological, else a stable topological order.
+    Nodes on a cycle go last, in their own order."""
+    nodes = list(graph)
+    position = {node: i for i, node in enumerate(nodes)}
+    producers = {
+        node: {p for v in _values_read(node) if (p := v.producer()) in position and p is not node} for node in nodes
+    }
+    if all(position[p] < position[node] for node in nodes for p in producers[node]):
+        return nodes
+    waiting = {node: len(deps) for node, deps in producers.items()}
+    readers: dict[ir.Node, list[ir.Node]] = {node: [] for node in nodes}
+    for node, deps in producers.items():
+        for producer in deps:
+            readers[producer].append(node)
+    ready = [position[node] for node in nodes if not waiting[node]]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        node = nodes[heapq.heappop(ready)]
+        order.append(node)
+        for reader in readers[node]:
+            waiting[reader] -= 1
+            if not waiting[reader]:
+                heapq.heappush(ready, position[reader])
+    placed = set(order)
+    return order + [node for node in nodes if node not in placed]
 
 
 def _last_readers(nodes: list[ir.Node], activations: dict[ir.Value, int | None]) -> dict[ir.Value, int]:

@@ -2,7 +2,8 @@
 
 Rules:
 - ``load`` never modifies the file it reads. A missing, empty, truncated or non-ONNX file raises
-  ``ModelLoadError`` naming the path and the reason.
+  ``ModelLoadError`` naming the path and the reason. Nodes are put in topological order (ONNX Runtime
+  accepts any order); a cyclic graph raises ``InvalidModelError``.
 - ``save`` writes to a temporary file in the destination folder and renames it into place, so a crash
   never leaves a half-written model. Models whose tensors exceed ``EXTERNAL_THRESHOLD`` bytes in all are
   saved with external data in ``<name>.data`` next to the model, never pointing back at the input's data.
@@ -18,7 +19,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from ir.errors import ModelLoadError, ModelSaveError
+from ir.errors import InvalidModelError, ModelLoadError, ModelSaveError
 
 # Protobuf cannot serialize a message of 2 GiB or more; keep well below that.
 EXTERNAL_THRESHOLD = 1 << 30
@@ -28,7 +29,9 @@ def load(source: str | os.PathLike | bytes, *, load_external: bool = True) -> ir
     """Load an ONNX model from a path or from serialized bytes."""
     if isinstance(source, (bytes, bytearray)):
         proto = _parse_bytes(bytes(source), "<bytes>")
-        return ir.serde.deserialize_model(proto)
+        model = ir.serde.deserialize_model(proto)
+        _sort(model, "<bytes>")
+        return model
     path = Path(source)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file")
@@ -48,7 +51,16 @@ def load(source: str | os.PathLike | bytes, *, load_external: bool = True) -> ir
         raise ModelLoadError(f"{path}: malformed ONNX graph: {_first_line(exc)}") from exc
     if load_external:
         _resolve_external(model, path.parent)
+    _sort(model, str(path))
     return model
+
+
+def _sort(model: ir.Model, where: str) -> None:
+    # ONNX Runtime accepts nodes out of order; the passes expect topological order, so establish it.
+    try:
+        model.graph.sort()
+    except ValueError as exc:
+        raise InvalidModelError(f"{where}: the graph contains a cycle") from exc
 
 
 def _parse_bytes(data: bytes, where: str) -> onnx.ModelProto:

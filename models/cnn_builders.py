@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from models.cnn_layers import (
     Feature,
+    image_input,
     add,
     average_pool,
     conv_bn,
@@ -26,7 +27,6 @@ from models.cnn_layers import (
 from models.graph_builder import GraphBuilder
 
 NUM_CLASSES = 1000
-IMAGE_INPUT = Feature("input", 3, m2=1.0)
 # A trained network's last BN in a residual branch has small gammas; this keeps the stream bounded.
 RESIDUAL_GAMMA = 0.5
 
@@ -40,7 +40,7 @@ def resnet50(b: GraphBuilder, image_size: int) -> Feature:
 
 
 def _resnet(b: GraphBuilder, *, block, layers: tuple[int, ...], expansion: int) -> Feature:
-    x = conv_bn(b, IMAGE_INPUT, 64, 7, "conv1", stride=2, bn_scope="bn1")
+    x = conv_bn(b, image_input(), 64, 7, "conv1", stride=2, bn_scope="bn1")
     x = max_pool(b, x, 3, 2, 1, "maxpool")
     for stage, (blocks, width) in enumerate(zip(layers, (64, 128, 256, 512)), start=1):
         for index in range(blocks):
@@ -78,7 +78,7 @@ MOBILENETV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 
 
 
 def mobilenetv2(b: GraphBuilder, image_size: int) -> Feature:
-    x = conv_bn(b, IMAGE_INPUT, 32, 3, "features.0.0", stride=2, act="relu6", bn_scope="features.0.1")
+    x = conv_bn(b, image_input(), 32, 3, "features.0.0", stride=2, act="relu6", bn_scope="features.0.1")
     index = 1
     for expand, channels, repeats, first_stride in MOBILENETV2_SETTINGS:
         for repeat in range(repeats):
@@ -111,7 +111,7 @@ VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "
 
 
 def vgg16(b: GraphBuilder, image_size: int) -> Feature:
-    x, index = IMAGE_INPUT, 0
+    x, index = image_input(), 0
     for item in VGG16_CONFIG:
         if item == "M":
             x = max_pool(b, x, 2, 2, 0, f"features.{index}")
@@ -123,7 +123,7 @@ def vgg16(b: GraphBuilder, image_size: int) -> Feature:
     if side % 7 == 0 and side > 7:
         x = average_pool(b, x, side // 7, "avgpool")
         side = 7
-    x = flatten(b, x, 512 * side * side, "flatten")
+    x = flatten(b, x, side * side, "flatten")
     x = relu(b, linear(b, x, 4096, "classifier.0"), "classifier.1")
     x = relu(b, linear(b, x, 4096, "classifier.3"), "classifier.4")
     return linear(b, x, NUM_CLASSES, "classifier.6")

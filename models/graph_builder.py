@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 OPSET = 17
 IR_VERSION = 8
@@ -26,28 +26,40 @@ class GraphBuilder:
     def __init__(self, seed: int):
         self.rng = np.random.default_rng(seed)
         self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
+        # Arrays, not TensorProtos, until the end: one copy into the model instead of three.
+        self.initializers: dict[str, np.ndarray] = {}
         self._names: set[str] = set()
 
     # -- weights --------------------------------------------------------------------------------
     def constant(self, name: str, array: np.ndarray) -> str:
         """Adds ``array`` as an initializer and returns its name."""
         self._claim(name)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.initializers[name] = np.ascontiguousarray(array)
         return name
 
-    def normal(self, name: str, shape: tuple[int, ...], std: float, mean: float = 0.0) -> str:
-        values = self.rng.standard_normal(shape, dtype=np.float32)
-        values *= np.float32(std)
-        if mean:
-            values += np.float32(mean)
-        return self.constant(name, values)
+    def replace_constant(self, name: str, array: np.ndarray) -> None:
+        """Overwrites an initializer added earlier (same name, same shape, new value)."""
+        if self.initializers[name].shape != array.shape:
+            raise ValueError(f"initializer {name}: shape {array.shape} does not match {self.initializers[name].shape}")
+        self.initializers[name] = np.ascontiguousarray(array)
+
+    def normal(self, name: str, shape: tuple[int, ...], std: float) -> str:
+        return self.constant(name, self.draw_normal(shape, std))
 
     def uniform(self, name: str, shape: tuple[int, ...], low: float, high: float) -> str:
+        return self.constant(name, self.draw_uniform(shape, low, high))
+
+    def draw_normal(self, shape: tuple[int, ...] | int, std: float) -> np.ndarray:
+        """float32 N(0, std^2) values, drawn in float32 so that VGG-sized weights stay fast."""
+        values = self.rng.standard_normal(shape, dtype=np.float32)
+        values *= np.float32(std)
+        return values
+
+    def draw_uniform(self, shape: tuple[int, ...] | int, low: float, high: float) -> np.ndarray:
         values = self.rng.random(shape, dtype=np.float32)
         values *= np.float32(high - low)
         values += np.float32(low)
-        return self.constant(name, values)
+        return values
 
     # -- nodes ----------------------------------------------------------------------------------
     def node(self, op_type: str, inputs: list[str], scope: str, **attributes) -> str:
@@ -78,8 +90,8 @@ class GraphBuilder:
             graph_name,
             [helper.make_tensor_value_info("input", TensorProto.FLOAT, input_shape)],
             [helper.make_tensor_value_info("output", TensorProto.FLOAT, output_shape)],
-            initializer=self.initializers,
         )
+        add_initializers(graph, self.initializers, self.initializers)
         model = helper.make_model(
             graph,
             opset_imports=[helper.make_opsetid("", OPSET)],
@@ -93,3 +105,14 @@ class GraphBuilder:
         if name in self._names:
             raise ValueError(f"duplicate name in generated graph: {name}")
         self._names.add(name)
+
+
+def add_initializers(graph: onnx.GraphProto, arrays: dict[str, np.ndarray], names) -> None:
+    """Writes ``arrays[name]`` for each of ``names`` into ``graph.initializer`` with a single copy."""
+    for name in names:
+        array = arrays[name]
+        tensor = graph.initializer.add()
+        tensor.name = name
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+        tensor.dims.extend(array.shape)
+        tensor.raw_data = array.tobytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import warnings
@@ -10,7 +11,7 @@ from pathlib import Path
 from rich.table import Table
 
 from ir import io, shapes
-from ir.errors import UsageError
+from ir.errors import BackendError, UsageError
 from passes.cli import console, default_output_dir, errors, print_json
 from passes.instruments import Instrument
 
@@ -85,9 +86,12 @@ def run_optimize(args) -> int:
             from backends import compile_model
 
             with console.status(f"compiling for {target.text} with TVM"):
-                build = compile_model(result.model, target, Path(scratch), input_shapes=fixed or None, name=stem).to_dict()
-            build["library"] = str(out_dir / Path(build["library"]).name)
-        report = build_report(result, source=args.model, output=str(out_dir / staged_model.name), before=before, after=after, build=build, warnings=warnings_list)
+                built = compile_model(result.model, target, Path(scratch), input_shapes=fixed or None, name=stem)
+            build = dataclasses.asdict(built)
+            build["library"] = str(out_dir / built.library.name)
+            if built.check is not None and not built.check.passed:
+                raise BackendError(f"the {target.text} library does not match ONNX Runtime (max relative error {built.check.max_rel_error:.3g})")
+        report = build_report(result, source=args.model, output=str(out_dir / staged_model.name), before=before, after=after, build=build, warnings=warnings_list + result.warnings)
         (Path(scratch) / "report.json").write_text(write_json(report))
         (Path(scratch) / "report.md").write_text(write_markdown(report))
         out_dir.mkdir(parents=True, exist_ok=True)

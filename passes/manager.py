@@ -23,7 +23,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ir import io
-from ir.errors import GraphpressError, PassFailedError
+from ir.errors import GraphpressError, InvalidModelError, PassFailedError
 from passes.instruments import Instrument
 from passes.pipeline import FixedPointStep, PassStep, Pipeline, PresetStep, parse
 from passes.verify import NumericReference, structural_problems
@@ -66,6 +66,7 @@ class RunResult:
     final_error: dict[str, float] | None
     fixpoints: list[dict[str, Any]]
     verification_inputs: str
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def failures(self) -> list[PassRecord]:
@@ -97,11 +98,16 @@ class PassManager:
     def run(self, model: ir.Model) -> RunResult:
         text = str(self.pipeline)
         self._reference = None
+        warnings: list[str] = []
         if self.verify != "off":
             from ir import runtime
 
             feeds = self.feeds if self.feeds is not None else [runtime.generate_inputs(model, seed=0)]
-            self._reference = NumericReference(model, feeds, tolerance=self.tolerance)
+            try:
+                self._reference = NumericReference(model, feeds, tolerance=self.tolerance)
+            except InvalidModelError as exc:
+                # e.g. an op from a custom domain: structure is still checked after every pass.
+                warnings.append(f"numerical verification skipped: {exc}")
         self._records: list[PassRecord] = []
         self._fixpoints: list[dict[str, Any]] = []
         model = self._run_steps(self.pipeline, model, iteration=0)
@@ -115,8 +121,8 @@ class PassManager:
             if lossless and not self._reference.passes(final_error):
                 raise PassFailedError(text, f"outputs differ from the input model (max relative error {final_error.get('max_rel')})")
         model.metadata_props[PIPELINE_METADATA_KEY] = text
-        return RunResult(model, text, self._records, final_error, self._fixpoints,
-                         self.feeds_source if self.verify != "off" else "none")
+        verified_on = self.feeds_source if self._reference is not None else "none"
+        return RunResult(model, text, self._records, final_error, self._fixpoints, verified_on, warnings)
 
     def _run_steps(self, pipeline: Pipeline, model: ir.Model, iteration: int) -> ir.Model:
         for step in pipeline.steps:

@@ -13,7 +13,8 @@ Rules; each removes the node and makes its consumers read its data input instead
 - ``Reshape`` whose target equals the input shape, position by position (a ``0`` copies the input
   dimension unless ``allowzero=1``; a single ``-1`` is allowed when every other dimension matches).
 - ``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Expand`` whose static output shape equals
-  their static input shape (these ops never reorder data).
+  their static input shape (these ops never reorder data); not for a graph output, whose shape is
+  declared rather than inferred.
 - ``Flatten`` of a rank-2 tensor with ``axis=1``.
 - ``Transpose`` with the identity permutation, or one that moves only dimensions of size 1 and keeps
   the (static) shape.
@@ -155,6 +156,9 @@ def replace_value(graph: GraphLike, old: ir.Value, new: ir.Value) -> bool:
         name = old.name
         old.name = None
         new.name = name
+        # Tools (the checker among them) expect a graph output to declare its type and shape.
+        new.type = new.type or old.type
+        new.shape = new.shape or old.shape
         outputs = graph.outputs
         for index, output in enumerate(outputs):
             if output is old:
@@ -257,7 +261,8 @@ def noop_input(node: ir.Node, opset: int) -> ir.Value | None:
     data = input_at(node, 0)
     if data is None:
         return None
-    if node.op_type in _VIEW_OPS and _same_static_shape(data, node.outputs[0]):
+    # A graph output's shape is declared, not inferred, and may be wrong: only inferred ones count.
+    if node.op_type in _VIEW_OPS and not node.outputs[0].is_graph_output() and _same_static_shape(data, node.outputs[0]):
         return data
     rule = _RULES.get(node.op_type)
     if rule is None:
@@ -345,30 +350,36 @@ def _is_zero_pad(node: ir.Node, opset: int) -> bool:
 
 
 def _is_whole_slice(node: ir.Node, opset: int) -> bool:
+    dims = known_dims(node.inputs[0])
+    params = slice_params(node, opset, None if dims is None else len(dims))
+    if params is None or dims is None:
+        return False
+    for start, end, axis, step in zip(*params):
+        size = dims[axis]
+        if size is None or step != 1:
+            return False
+        if clamp_index(start, size) != 0 or clamp_index(end, size) != size:
+            return False
+    return True
+
+
+def slice_params(node: ir.Node, opset: int, rank: int | None) -> tuple[list[int], list[int], list[int], list[int]] | None:
+    """A Slice's constant (starts, ends, axes, steps), axes non-negative; None when not all constant."""
     if opset < 10:
-        starts = _attr_list(node, "starts")
-        ends = _attr_list(node, "ends")
-        axes = _attr_list(node, "axes")
-        steps = None
+        starts, ends = _attr_list(node, "starts"), _attr_list(node, "ends")
+        axes, steps = _attr_list(node, "axes"), None
     else:
         starts, ends = constant_ints(input_at(node, 1)), constant_ints(input_at(node, 2))
         axes, steps = _optional_ints(input_at(node, 3)), _optional_ints(input_at(node, 4))
         if axes is False or steps is False:
-            return False
-    dims = known_dims(node.inputs[0])
-    if starts is None or ends is None or dims is None or len(starts) != len(ends):
-        return False
-    axes = normalize_axes(axes if axes is not None else range(len(starts)), len(dims))
+            return None
+    if starts is None or ends is None or len(starts) != len(ends):
+        return None
+    axes = normalize_axes(axes if axes is not None else range(len(starts)), rank)
     steps = steps if steps is not None else [1] * len(starts)
     if axes is None or len(axes) != len(starts) or len(steps) != len(starts):
-        return False
-    for start, end, axis, step in zip(starts, ends, axes, steps):
-        size = dims[axis]
-        if size is None or step != 1:
-            return False
-        if _clamp_index(start, size) != 0 or _clamp_index(end, size) != size:
-            return False
-    return True
+        return None
+    return starts, ends, axes, steps  # type: ignore[return-value]
 
 
 def _attr_list(node: ir.Node, name: str) -> list[int] | None:
@@ -384,7 +395,8 @@ def _optional_ints(value: ir.Value | None) -> list[int] | None | bool:
     return False if ints is None else ints
 
 
-def _clamp_index(index: int, size: int) -> int:
+def clamp_index(index: int, size: int) -> int:
+    """A Slice start or end (step 1) clamped into [0, size]."""
     if index < 0:
         index += size
     return min(max(index, 0), size)

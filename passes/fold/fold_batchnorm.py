@@ -27,6 +27,8 @@ The module also holds the weight-rewriting helpers that fold-scale and fuse-bias
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx_ir as ir
 
@@ -46,7 +48,7 @@ class FoldBatchNormPass(Pass):
                 if node.graph is None:  # removed by an earlier rewrite in this run
                     continue
                 if not is_standard_domain(node):
-                    self.note(f"node {node.name} (domain {node.domain}): unknown custom op left alone")
+                    self.note(f"{describe(node)} (domain {node.domain}): unknown custom op left alone")
                     continue
                 if node.op_type == "BatchNormalization" and self._fold(node):
                     folded += 1
@@ -77,7 +79,7 @@ class FoldBatchNormPass(Pass):
         shift = bias - mean * s
         scale_output_channels(producer, s)
         if producer.op_type == "MatMul":
-            _replace_with_bias_add(bn, x, shift)
+            _replace_with_bias_add(bn, x, shift.astype(constant_array(producer.inputs[1]).dtype))
         else:
             add_output_bias(producer, shift)
             bypass(bn, x)
@@ -86,11 +88,7 @@ class FoldBatchNormPass(Pass):
 
 def _inference_params(bn: ir.Node):
     """(scale, B, mean, var, epsilon) in float64 for an inference-form BatchNormalization, else None."""
-    if len(bn.inputs) != 5 or any(v is None for v in bn.inputs):
-        return None
-    if any(out.uses() or out.is_graph_output() for out in bn.outputs[1:]):
-        return None  # training form: running statistics are outputs
-    if bn.attributes.get_int("training_mode", 0) != 0 or bn.attributes.get_int("spatial", 1) != 1:
+    if not is_inference_batchnorm(bn) or any(v is None for v in bn.inputs):
         return None
     arrays = [constant_array(v) for v in bn.inputs[1:]]
     if any(a is None or a.ndim != 1 or a.dtype.kind != "f" for a in arrays):
@@ -103,19 +101,12 @@ def _inference_params(bn: ir.Node):
 
 def _replace_with_bias_add(bn: ir.Node, x: ir.Value, shift: np.ndarray) -> None:
     graph = bn.graph
-    bias = add_initializer(graph, f"{x.name}_bn_bias", shift.astype(x_dtype(bn)))
-    add = ir.node("Add", [x, bias], name=f"{bn.name}_bias" if bn.name else None)
+    bias = add_initializer(graph, f"{x.name}_bn_bias", shift)
+    add = ir.node("Add", [x, bias])  # the graph's name authority gives it a unique name
     graph.insert_before(bn, add)
     add.outputs[0].dtype = bn.outputs[0].dtype
     add.outputs[0].shape = bn.outputs[0].shape
     bypass(bn, add.outputs[0])
-
-
-def x_dtype(node: ir.Node) -> np.dtype:
-    value = node.inputs[0]
-    if value is not None and value.dtype is not None:
-        return value.dtype.numpy()
-    return np.dtype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,10 +114,26 @@ def x_dtype(node: ir.Node) -> np.dtype:
 # ---------------------------------------------------------------------------------------------
 
 
+def describe(node: ir.Node) -> str:
+    """How a note names a node: by its name, or by its first output when it has none."""
+    if node.name:
+        return f"node {node.name} ({node.op_type})"
+    first = node.outputs[0].name if node.outputs else None
+    return f"{node.op_type} node producing {first}" if first else f"unnamed {node.op_type} node"
+
+
 def rewritable_graphs(model: ir.Model):
     """The main graph and its subgraphs: the graphs that can hold initializers (functions cannot)."""
     yield model.graph
     yield from model.graph.subgraphs()
+
+
+def is_inference_batchnorm(bn: ir.Node) -> bool:
+    """One used output (the running statistics of the training form are not), training_mode=0,
+    and spatial=1 (opset < 9: spatial=0 normalizes per element, not per channel)."""
+    if len(bn.inputs) != 5 or any(out.uses() or out.is_graph_output() for out in bn.outputs[1:]):
+        return False
+    return bn.attributes.get_int("training_mode", 0) == 0 and bn.attributes.get_int("spatial", 1) == 1
 
 
 def constant_array(value: ir.Value | None) -> np.ndarray | None:
@@ -153,20 +160,13 @@ def is_private(value: ir.Value) -> bool:
     return len(value.uses()) == 1 and not value.is_graph_output() and not value.is_graph_input()
 
 
-def sole_consumer(value: ir.Value) -> ir.Node | None:
-    if not is_private(value):
-        return None
-    node, _ = value.uses()[0]
-    return node
-
-
+@dataclasses.dataclass(frozen=True)
 class Layout:
-    """Where the output channels of a linear layer are: their count, the output rank, the axis."""
+    """Where a layer's output channels are: their count, the output's rank (None: unknown) and axis."""
 
-    def __init__(self, channels: int, rank: int | None, axis: int):
-        self.channels = channels
-        self.rank = rank
-        self.axis = axis
+    channels: int
+    rank: int | None
+    axis: int
 
 
 def output_layout(node: ir.Node) -> Layout | None:
@@ -191,16 +191,10 @@ def output_layout(node: ir.Node) -> Layout | None:
         trans_b = node.attributes.get_int("transB", 0)
         return Layout(weight.shape[0] if trans_b else weight.shape[1], 2, 1)
     if op == "MatMul" and weight.ndim == 2:
+        # With a 2-D weight the output has A's rank (a 1-D A gives a 1-D output).
         rank = value_rank(node.outputs[0])
-        if rank is None:
-            rank = _matmul_rank(node)
-        return Layout(weight.shape[1], rank, -1)
+        return Layout(weight.shape[1], rank if rank is not None else value_rank(node.inputs[0]), -1)
     return None
-
-
-def _matmul_rank(node: ir.Node) -> int | None:
-    a_rank = value_rank(node.inputs[0])
-    return None if a_rank is None else max(a_rank, 2)
 
 
 def value_rank(value: ir.Value | None) -> int | None:
@@ -211,13 +205,7 @@ def value_rank(value: ir.Value | None) -> int | None:
 
 def weight_inputs(node: ir.Node) -> list[ir.Value]:
     """The constant inputs a channel rewrite of this node overwrites (weight and bias)."""
-    op = node.op_type
-    if op == "BatchNormalization":
-        indices = (1, 2)
-    elif op in ("Conv", "ConvTranspose", "Gemm"):
-        indices = (1, 2)
-    else:
-        indices = (1,)
+    indices = (1,) if node.op_type == "MatMul" else (1, 2)  # BatchNormalization: scale and B
     return [node.inputs[i] for i in indices if i < len(node.inputs) and node.inputs[i] is not None]
 
 

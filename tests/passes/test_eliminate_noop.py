@@ -1,0 +1,229 @@
+"""eliminate-noop removes nodes that pass their input through, and nothing else."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+from ir import io, runtime
+from passes.base import create
+
+
+def apply(text: str):
+    """(model before, model after, pass) for the ONNX text ``text``."""
+    model = ir.from_onnx_text(text)
+    before = io.copy_model(model)
+    noop = create("eliminate-noop")
+    result = noop(model)
+    return before, result, noop
+
+
+def op_types(model: ir.Model) -> list[str]:
+    return [node.op_type for node in model.graph]
+
+
+def assert_same_outputs(before: ir.Model, after: ir.Model) -> None:
+    feeds = runtime.generate_inputs(before)
+    difference = runtime.compare(runtime.run(before, feeds), runtime.run(after, feeds))
+    assert difference["max_abs"] <= 1e-6, difference
+
+
+def model_text(body: str, inputs: str = "float[2,3] x", outputs: str = "float[2,3] y", opset: int = 17, inits: str = "") -> str:
+    initializers = f"<{inits}>" if inits else ""
+    return f"""
+    <ir_version: 8, opset_import: ["" : {opset}]>
+    g ({inputs}) => ({outputs}) {initializers} {{
+        {body}
+    }}
+    """
+
+
+# Each case: (body, expected op types after, extra model arguments). The no-op sits between x and Relu.
+REMOVED = {
+    "identity": ("t = Identity(x)\n y = Relu(t)", {}),
+    "dropout inference": ("t = Dropout(x)\n y = Relu(t)", {}),
+    "dropout training false": ("t = Dropout(x, r, f)\n y = Relu(t)", {"inits": "float r = {0.5}, bool f = {0}"}),
+    "dropout ratio zero in training": ("t = Dropout(x, r, tr)\n y = Relu(t)", {"inits": "float r = {0.0}, bool tr = {1}"}),
+    "dropout opset 9": ("t = Dropout <ratio = 0.3> (x)\n y = Relu(t)", {"opset": 9}),
+    "reshape same shape": ("t = Reshape(x, s)\n y = Relu(t)", {"inits": "int64[2] s = {2, 3}"}),
+    "reshape copy and infer": ("t = Reshape(x, s)\n y = Relu(t)", {"inits": "int64[2] s = {0, -1}"}),
+    "reshape symbolic copy": (
+        "t = Reshape(x, s)\n y = Relu(t)",
+        {"inputs": "float[N,3] x", "outputs": "float[N,3] y", "inits": "int64[2] s = {0, 3}"},
+    ),
+    "transpose identity": ("t = Transpose <perm = [0, 1]> (x)\n y = Relu(t)", {}),
+    "transpose of unit dims": (
+        "t = Transpose <perm = [2, 1, 0]> (x)\n y = Relu(t)",
+        {"inputs": "float[1,5,1] x", "outputs": "float[1,5,1] y"},
+    ),
+    "cast same type": ("t = Cast <to = 1> (x)\n y = Relu(t)", {}),
+    "castlike same type": ("t = CastLike(x, x)\n y = Relu(t)", {}),
+    "pad zeros": ("t = Pad(x, p)\n y = Relu(t)", {"inits": "int64[4] p = {0, 0, 0, 0}"}),
+    "pad zeros opset 10": ("t = Pad <pads = [0, 0, 0, 0]> (x)\n y = Relu(t)", {"opset": 10}),
+    "slice whole": ("t = Slice(x, s, e)\n y = Relu(t)", {"inits": "int64[2] s = {0, -100}, int64[2] e = {2, 9223372036854775807}"}),
+    "slice whole opset 9": ("t = Slice <starts = [0], ends = [1000], axes = [1]> (x)\n y = Relu(t)", {"opset": 9}),
+    "expand to own shape": ("t = Expand(x, s)\n y = Relu(t)", {"inits": "int64[2] s = {1, 3}"}),
+    "flatten matrix": ("t = Flatten <axis = 1> (x)\n y = Relu(t)", {}),
+    "squeeze nothing": ("t = Squeeze(x)\n y = Relu(t)", {}),
+    "concat of one": ("t = Concat <axis = 0> (x)\n y = Relu(t)", {}),
+    "split into one": ("t = Split <axis = 0> (x)\n y = Relu(t)", {}),
+    "add zero": ("t = Add(x, z)\n y = Relu(t)", {"inits": "float[3] z = {0, 0, 0}"}),
+    "zero plus": ("t = Add(z, x)\n y = Relu(t)", {"inits": "float z = {0}"}),
+    "sub zero": ("t = Sub(x, z)\n y = Relu(t)", {"inits": "float z = {0}"}),
+    "mul one": ("t = Mul(o, x)\n y = Relu(t)", {"inits": "float[2,1] o = {1, 1}"}),
+    "div one": ("t = Div(x, o)\n y = Relu(t)", {"inits": "float o = {1}"}),
+}
+
+
+@pytest.mark.parametrize("case", REMOVED)
+def test_noop_is_removed(case):
+    body, args = REMOVED[case]
+    before, result, noop = apply(model_text(body, **args))
+    assert result.modified
+    assert op_types(result.model) == ["Relu"]
+    assert sum(noop.stats.values()) == 1
+    assert_same_outputs(before, result.model)
+
+
+KEPT = {
+    "dropout mask used": (
+        "t, m = Dropout(x)\n y = Relu(t)",
+        {"outputs": "float[2,3] y, bool[2,3] m"},
+    ),
+    "dropout training": ("t = Dropout(x, r, tr)\n y = Relu(t)", {"inits": "float r = {0.5}, bool tr = {1}"}),
+    "dropout opset 6 training": ("t = Dropout <is_test = 0> (x)\n y = Relu(t)", {"opset": 6}),
+    "reshape other shape": ("t = Reshape(x, s)\n y = Relu(t)", {"outputs": "float[3,2] y", "inits": "int64[2] s = {3, 2}"}),
+    "reshape symbolic infer": (
+        "t = Reshape(x, s)\n y = Relu(t)",
+        {"inputs": "float[N,M] x", "outputs": "float[A,B] y", "inits": "int64[2] s = {-1, 3}"},
+    ),
+    "reshape shape from input": (
+        "t = Reshape(x, s)\n y = Relu(t)",
+        {"inputs": "float[2,3] x, int64[2] s", "outputs": "float[A,B] y"},
+    ),
+    "transpose swap": ("t = Transpose <perm = [1, 0]> (x)\n y = Relu(t)", {"outputs": "float[3,2] y"}),
+    "transpose default": ("t = Transpose(x)\n y = Relu(t)", {"outputs": "float[3,2] y"}),
+    "cast other type": ("t = Cast <to = 10> (x)\n y = Relu(t)", {"outputs": "float16[2,3] y"}),
+    "pad nonzero": ("t = Pad(x, p)\n y = Relu(t)", {"outputs": "float[2,4] y", "inits": "int64[4] p = {0, 1, 0, 0}"}),
+    "slice part": ("t = Slice(x, s, e)\n y = Relu(t)", {"outputs": "float[1,3] y", "inits": "int64[1] s = {0}, int64[1] e = {1}"}),
+    "slice reversed": (
+        "t = Slice(x, s, e, a, st)\n y = Relu(t)",
+        {"outputs": "float[2,3] y", "inits": "int64[1] s = {-1}, int64[1] e = {-100}, int64[1] a = {1}, int64[1] st = {-1}"},
+    ),
+    "expand larger": ("t = Expand(x, s)\n y = Relu(t)", {"outputs": "float[4,2,3] y", "inits": "int64[3] s = {4, 1, 1}"}),
+    "flatten 3d": ("t = Flatten <axis = 1> (x)\n y = Relu(t)", {"inputs": "float[2,3,4] x", "outputs": "float[2,12] y"}),
+    "concat of two": ("t = Concat <axis = 0> (x, x)\n y = Relu(t)", {"outputs": "float[4,3] y"}),
+    "add zero broadcasting up": ("t = Add(x, z)\n y = Relu(t)", {"outputs": "float[2,2,3] y", "inits": "float[2,1,1] z = {0, 0}"}),
+    "add nonzero": ("t = Add(x, z)\n y = Relu(t)", {"inits": "float z = {0.5}"}),
+    "zero minus": ("t = Sub(z, x)\n y = Relu(t)", {"inits": "float z = {0}"}),
+    "one divided by": ("t = Div(o, x)\n y = Relu(t)", {"inits": "float o = {1}"}),
+    "add of overridable zero": ("t = Add(x, z)\n y = Relu(t)", {"inputs": "float[2,3] x, float z", "inits": "float z = {0}"}),
+}
+
+
+@pytest.mark.parametrize("case", KEPT)
+def test_non_noop_is_kept(case):
+    body, args = KEPT[case]
+    before, result, _ = apply(model_text(body, **args))
+    assert not result.modified
+    assert op_types(result.model) == op_types(before)
+
+
+def test_graph_output_keeps_its_name():
+    before, result, _ = apply(model_text("t = Relu(x)\n y = Identity(t)"))
+    assert op_types(result.model) == ["Relu"]
+    assert [v.name for v in result.model.graph.outputs] == ["y"]
+    assert result.model.graph.outputs[0].producer().op_type == "Relu"
+    assert_same_outputs(before, result.model)
+
+
+def test_identity_between_graph_input_and_output_stays():
+    _, result, _ = apply(model_text("y = Identity(x)"))
+    assert not result.modified
+    assert op_types(result.model) == ["Identity"]
+
+
+def test_identity_between_two_graph_outputs_stays():
+    text = model_text("t = Relu(x)\n y = Identity(t)", outputs="float[2,3] t, float[2,3] y")
+    _, result, _ = apply(text)
+    assert not result.modified
+
+
+def test_other_consumers_of_the_input_are_kept():
+    before, result, _ = apply(model_text("t = Relu(x)\n u = Identity(t)\n y = Add(t, u)"))
+    assert op_types(result.model) == ["Relu", "Add"]
+    add = list(result.model.graph)[1]
+    assert add.inputs[0] is add.inputs[1]
+    assert_same_outputs(before, result.model)
+
+
+def test_chain_of_noops_goes_in_one_run():
+    body = "a = Identity(x)\n b = Cast <to = 1> (a)\n c = Transpose <perm = [0, 1]> (b)\n y = Identity(c)"
+    before, result, _ = apply(model_text(body))
+    # The last Identity connects the graph input to the graph output: it must stay.
+    assert op_types(result.model) == ["Identity"]
+    assert result.model.graph.outputs[0].name == "y"
+    assert_same_outputs(before, result.model)
+
+
+def test_custom_domain_node_is_left_alone_and_noted():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17, "com.acme" : 1]>
+    g (float[2,3] x) => (float[2,3] y) {
+        t = com.acme.Identity(x)
+        y = Relu(t)
+    }
+    """
+    model = ir.from_onnx_text(text)
+    noop = create("eliminate-noop")
+    assert not noop(model).modified
+    assert any("com.acme" in note and "custom op" in note for note in noop.notes)
+
+
+def test_noop_inside_if_branch_is_removed():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (bool c, float[2,3] x) => (float[2,3] y) {
+        y = If(c) <
+            then_branch = then_g () => (float[2,3] t) { r = Relu(x)  t = Identity(r) },
+            else_branch = else_g () => (float[2,3] e) { e = Neg(x) }
+        >
+    }
+    """
+    model = ir.from_onnx_text(text)
+    before = io.copy_model(model)
+    result = create("eliminate-noop")(model)
+    assert result.modified
+    then_branch = next(iter(model.graph)).attributes["then_branch"].value
+    assert [n.op_type for n in then_branch] == ["Relu"]
+    assert then_branch.outputs[0].name == "t"
+    for flag in (True, False):
+        feeds = {"c": np.array(flag), "x": np.arange(6, dtype=np.float32).reshape(2, 3) - 3}
+        assert runtime.compare(runtime.run(before, feeds), runtime.run(model, feeds))["max_abs"] == 0
+
+
+def test_noop_inside_model_local_function_is_removed():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17, "local" : 1]>
+    g (float[2,3] x) => (float[2,3] y) {
+        y = local.f(x)
+    }
+    <domain: "local", opset_import: ["" : 17]>
+    f (a) => (b) {
+        t = Identity(a)
+        b = Relu(t)
+    }
+    """
+    model = ir.from_onnx_text(text)
+    before = io.copy_model(model)
+    assert create("eliminate-noop")(model).modified
+    function = next(iter(model.functions.values()))
+    assert [n.op_type for n in function] == ["Relu"]
+    assert_same_outputs(before, model)
+
+
+def test_nothing_to_do_reports_unmodified():
+    _, result, noop = apply(model_text("y = Relu(x)"))
+    assert not result.modified
+    assert not noop.stats
