@@ -15,11 +15,11 @@ Rules:
   ``allowzero=1``); otherwise, when A's output shape is static, B's target is spelled out in full.
 - ``Flatten``/``Squeeze``/``Unsqueeze`` after one of those four: when A's output shape is static, the
   pair becomes a single Reshape to the shape B computes from it (unless that has a zero dimension).
+- ``Slice -> Squeeze``: a Slice of one element along one axis (constant bounds, step 1, known size),
+  whose axis the Squeeze then removes, is a ``Gather`` of that index.
 
 Result shapes are computed from the intermediate's static shape, never read from B's output: a graph
 output's declared shape may be wrong, and ONNX Runtime does not check it.
-- ``Slice -> Squeeze``: a Slice of one element along one axis (constant bounds, step 1, known size),
-  whose axis the Squeeze then removes, is a ``Gather`` of that index.
 
 New nodes and constants get names unique in the model; a graph output keeps its name.
 """
@@ -212,18 +212,15 @@ class MergeConsecutivePass(Pass):
         return self._substitute(graph, first, second, "Gather", [first.inputs[0], index], {"axis": axis})
 
     def _substitute(self, graph: GraphLike, first: ir.Node, second: ir.Node, op_type: str, inputs, attributes) -> bool:
-        """Replace the pair by one new node computing ``second``'s output from ``first``'s input."""
-        if len(second.outputs) != 1:
-            return False
+        """Replace the pair by one new node computing ``second``'s (single) output from ``first``'s input."""
         original = second.outputs[0]
         node = ir.node(op_type, inputs, attributes, name=self._names.fresh(f"{_label(second)}_{op_type.lower()}"))
         result = node.outputs[0]
         result.name = self._names.fresh(f"{original.name or _label(second)}_{op_type.lower()}")
         result.type, result.shape = original.type, original.shape
         graph.insert_before(second, node)
-        if not replace_value(graph, original, result):
-            graph.remove(node, safe=True)
-            return False
+        # A fresh value made in this graph can always take over, a graph output's name included.
+        replace_value(graph, original, result)
         graph.remove(second, safe=True)
         remove_if_unused(graph, first)
         return True

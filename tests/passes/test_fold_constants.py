@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import collections
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
 
-from ir import io, runtime
+from ir import io, runtime, shapes
 from ir.errors import UsageError
 from passes.base import create
 
@@ -262,3 +263,18 @@ def test_onnxruntime_evaluates_what_the_reference_evaluator_cannot(monkeypatch):
     _, result, error = fold(text)
     assert op_types(result.model) == {"Add": 1}
     assert error == 0.0
+
+
+@pytest.mark.real_models
+def test_real_ppocr_recognizer_shape_chains_fold_once_the_input_shape_is_fixed():
+    rapidocr = pytest.importorskip("rapidocr_onnxruntime")
+    model = io.load(Path(rapidocr.__file__).parent / "models" / "ch_PP-OCRv4_rec_infer.onnx")
+    shapes.fix_input_shapes(model, {"x": [1, 3, 48, 320]})
+    before = io.copy_model(model)
+    rewrite = create("fold-constants")
+    assert rewrite(model).modified
+    counts = op_types(model)
+    assert "Constant" not in counts and "Shape" not in counts and "Cast" not in counts
+    assert rewrite.stats["constants lifted"] == 420
+    feeds = runtime.generate_inputs(before)
+    assert runtime.compare(runtime.run(before, feeds), runtime.run(model, feeds))["max_rel"] == 0.0
