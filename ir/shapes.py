@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -71,6 +72,7 @@ def infer(model: ir.Model) -> ir.Model:
     """Infer shapes and types in place (values of the main graph; subgraphs keep theirs)."""
     proto = ir.serde.serialize_model(model)
     del proto.graph.value_info[:]
+    _drop_large_tensor_data(proto.graph)
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # inference is best-effort: models with custom ops may not infer
@@ -88,6 +90,23 @@ def infer(model: ir.Model) -> ir.Model:
                 dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim]
                 value.shape = ir.Shape(dims)
     return model
+
+
+# Inference needs the values of small integer tensors (shapes, axes) but only the type of weights;
+# dropping weight bytes keeps it fast and keeps models over 2 GB under protobuf's limit.
+_KEEP_DATA_ELEMENTS = 1024
+
+
+def _drop_large_tensor_data(graph: onnx.GraphProto) -> None:
+    tensors = list(graph.initializer)
+    tensors += [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t")]
+    for tensor in tensors:
+        if np.prod(tensor.dims, dtype=np.int64) > _KEEP_DATA_ELEMENTS:
+            tensor.ClearField("raw_data")
+            for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
+                tensor.ClearField(field)
+            tensor.ClearField("external_data")
+            tensor.data_location = onnx.TensorProto.DEFAULT
 
 
 def _dims_text(shape: ir.Shape) -> str:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image
+
+from models.ocr_render import pillow
 
 REC_SHAPE = (3, 48, 320)
 CLS_SHAPE = (3, 48, 192)
@@ -37,7 +38,8 @@ def normalize_chw(image_rgb: np.ndarray) -> np.ndarray:
 def resize(image_rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     if image_rgb.shape[:2] == (height, width):
         return image_rgb
-    return np.asarray(Image.fromarray(image_rgb).resize((width, height), Image.BILINEAR))
+    image = pillow().Image
+    return np.asarray(image.fromarray(image_rgb).resize((width, height), image.BILINEAR))
 
 
 def text_line_input(image_rgb: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:

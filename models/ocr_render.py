@@ -11,19 +11,26 @@ Rules:
 - A line image's ground truth is its text. A page's ground truth is one box per line, the exact ink
   extent ``(x0, y0, x1, y1)`` (x1, y1 exclusive) measured from the rendered glyph mask; lines on a page
   are kept ``PAGE_LINE_GAP`` pixels apart so that each is a separate detection.
-- Fonts come from ``FONT_DIR`` (Debian ``fonts-dejavu-core``); if they are missing, ``ModelLoadError``.
+- Fonts come from ``FONT_DIR`` (Debian ``fonts-dejavu-core``); Pillow comes with the ``real-models``
+  extra and is imported on first use, so that importing this module never fails. Either missing
+  raises ``ModelLoadError``.
 """
 
 from __future__ import annotations
 
 import functools
 import string
+import types
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from ir.errors import ModelLoadError
+from models.zoo import REAL_MODELS_HINT
+
+if TYPE_CHECKING:
+    from PIL import ImageFont
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 FONT_FILES = (
@@ -38,6 +45,17 @@ PUNCTUATION = ".,:;!?-()/%&+#"
 PAGE_LINE_GAP = 16
 
 
+def pillow() -> types.ModuleType:
+    """The ``PIL`` package with ``Image``, ``ImageDraw`` and ``ImageFont`` loaded."""
+    try:
+        import PIL.Image
+        import PIL.ImageDraw
+        import PIL.ImageFont
+    except ImportError as exc:
+        raise ModelLoadError(f"Pillow is missing; {REAL_MODELS_HINT}") from exc
+    return PIL
+
+
 def font(file: str, size: int) -> ImageFont.FreeTypeFont:
     return _load_font(file, int(size))
 
@@ -47,7 +65,7 @@ def _load_font(file: str, size: int) -> ImageFont.FreeTypeFont:
     path = FONT_DIR / file
     if not path.is_file():
         raise ModelLoadError(f"font {path} is missing; install the DejaVu fonts (Debian: apt-get install fonts-dejavu-core)")
-    return ImageFont.truetype(str(path), size)
+    return pillow().ImageFont.truetype(str(path), size)
 
 
 # -- text -----------------------------------------------------------------------------------------
@@ -98,8 +116,9 @@ def random_colors(rng: np.random.Generator) -> dict:
 def glyph_mask(text: str, face: ImageFont.FreeTypeFont) -> np.ndarray:
     """Anti-aliased coverage (0..1) of ``text``, cropped to its exact ink extent."""
     left, top, right, bottom = face.getbbox(text)
-    canvas = Image.new("L", (right - left + 4, bottom - top + 4), 0)
-    ImageDraw.Draw(canvas).text((2 - left, 2 - top), text, font=face, fill=255)
+    pil = pillow()
+    canvas = pil.Image.new("L", (right - left + 4, bottom - top + 4), 0)
+    pil.ImageDraw.Draw(canvas).text((2 - left, 2 - top), text, font=face, fill=255)
     box = canvas.getbbox()
     if box is None:
         raise ValueError(f"text renders no ink: {text!r}")

@@ -5,6 +5,7 @@ Tests that need the PP-OCR models carry ``real_models`` and skip without ``rapid
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import types
 
@@ -18,6 +19,9 @@ from ir.errors import ModelLoadError, UsageError
 from models import build as build_cli
 from models import ocr_data, ocr_metrics, ocr_preprocess, ocr_render, zoo
 from models.builders import BUILDERS, build, build_proto
+
+# Rendering and resizing need Pillow, which comes with the real-models extra.
+needs_pillow = pytest.mark.skipif(importlib.util.find_spec("PIL") is None, reason="needs Pillow (real-models extra)")
 
 # Small images keep the image models fast; VGG-16 at 32 has a 512-input classifier instead of 25088.
 SMALL_SIZE = 64
@@ -221,6 +225,7 @@ def test_classification_accuracy():
 
 
 # -- preprocessing --------------------------------------------------------------------------------
+@needs_pillow
 def test_text_line_input_keeps_aspect_pads_right_and_orders_bgr():
     red = np.zeros((24, 60, 3), dtype=np.uint8)
     red[..., 0] = 255
@@ -258,6 +263,7 @@ def test_preprocessing_agrees_with_rapidocr_code():
 
 
 # -- evaluation data ------------------------------------------------------------------------------
+@needs_pillow
 @pytest.mark.parametrize("task, shape", [("rec", (1, 3, 48, 320)), ("cls", (1, 3, 48, 192)), ("det", (1, 3, 640, 640))])
 def test_datasets_are_deterministic_prefix_stable_and_fixed_shape(task, shape):
     small = ocr_data.make_dataset(task, 2, seed=7)
@@ -269,6 +275,7 @@ def test_datasets_are_deterministic_prefix_stable_and_fixed_shape(task, shape):
     assert not np.array_equal(ocr_data.make_dataset(task, 1, seed=8).inputs[0], small.inputs[0])
 
 
+@needs_pillow
 def test_rec_lines_fit_the_input_and_cls_rotates_half():
     rec = ocr_data.make_dataset("rec", 10, seed=0)
     assert all(img.shape[1] <= img.shape[0] * 320 / 48 for img in rec.images)
@@ -278,6 +285,7 @@ def test_rec_lines_fit_the_input_and_cls_rotates_half():
     assert all(img.shape[1] <= img.shape[0] * 192 / 48 for img in cls.images)
 
 
+@needs_pillow
 def test_det_pages_have_separate_boxes_that_cover_the_ink():
     dataset = ocr_data.make_dataset("det", 2, seed=0)
     for image, boxes in zip(dataset.images, dataset.labels):
@@ -293,6 +301,7 @@ def test_det_pages_have_separate_boxes_that_cover_the_ink():
                 assert ocr_metrics.iou(a, b) == 0.0
 
 
+@needs_pillow
 def test_calibration_arrays_are_the_dataset_inputs():
     feeds = ocr_data.calibration_arrays("cls", 3, seed=2)
     assert [list(f) for f in feeds] == [["x"]] * 3

@@ -261,15 +261,13 @@ def noop_input(node: ir.Node, opset: int) -> ir.Value | None:
     data = input_at(node, 0)
     if data is None:
         return None
+    if node.op_type in _ARITHMETIC:
+        return _arithmetic_passthrough(node)
     # A graph output's shape is declared, not inferred, and may be wrong: only inferred ones count.
     if node.op_type in _VIEW_OPS and not node.outputs[0].is_graph_output() and _same_static_shape(data, node.outputs[0]):
         return data
-    rule = _RULES.get(node.op_type)
-    if rule is None:
-        return None
-    if node.op_type in _ARITHMETIC:
-        return rule(node, opset)
-    return data if rule(node, opset) else None
+    is_noop = _PREDICATES.get(node.op_type)
+    return data if is_noop is not None and is_noop(node, opset) else None
 
 
 def _same_static_shape(a: ir.Value, b: ir.Value) -> bool:
@@ -423,7 +421,7 @@ def _is_single_split(node: ir.Node, opset: int) -> bool:
 _ARITHMETIC = {"Add": (0, (0, 1)), "Sub": (0, (1,)), "Mul": (1, (0, 1)), "Div": (1, (1,))}
 
 
-def _arithmetic_passthrough(node: ir.Node, opset: int) -> ir.Value | None:
+def _arithmetic_passthrough(node: ir.Node) -> ir.Value | None:
     neutral, positions = _ARITHMETIC[node.op_type]
     if len(node.inputs) != 2:
         return None
@@ -445,7 +443,8 @@ def _broadcast_keeps_shape(constant_shape: tuple[int, ...], value: ir.Value) -> 
     return all(want == 1 or want == have for want, have in zip(constant_shape, aligned))
 
 
-_RULES: dict[str, Callable[[ir.Node, int], object]] = {
+# Ops that pass their data input (input 0) through when the predicate holds.
+_PREDICATES: dict[str, Callable[[ir.Node, int], bool]] = {
     "Identity": _is_identity,
     "Dropout": _is_inference_dropout,
     "Reshape": _is_same_shape_reshape,
@@ -458,5 +457,4 @@ _RULES: dict[str, Callable[[ir.Node, int], object]] = {
     "Expand": _is_same_shape_expand,
     "Concat": _is_single_concat,
     "Split": _is_single_split,
-    **{op: _arithmetic_passthrough for op in _ARITHMETIC},
 }

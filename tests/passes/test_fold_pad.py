@@ -76,7 +76,8 @@ def test_pad_axes_input_opset_18():
 
 
 def test_pad_folds_into_average_pool_counting_pads():
-    text = pad_model("Pad(x, pads)", "AveragePool <kernel_shape = [3, 3], count_include_pad = 1> (p)", "[1,3,6,6]", inits="int64[8] pads = {0, 0, 1, 1, 0, 0, 1, 1}")
+    pool = "AveragePool <kernel_shape = [3, 3], count_include_pad = 1> (p)"
+    text = pad_model("Pad(x, pads)", pool, "[1,3,6,6]", inits="int64[8] pads = {0, 0, 1, 1, 0, 0, 1, 1}")
     before, result, _ = apply(text)
     assert op_types(result.model) == ["AveragePool"]
     assert_same_outputs(before, result.model)
@@ -127,7 +128,8 @@ def test_pad_is_not_folded(case):
 
 
 def test_channel_padding_is_not_folded():
-    text = pad_model("Pad(x, pads)", "Conv(p, w4)", "[1,2,4,4]", inits="int64[8] pads = {0, 1, 0, 0, 0, 0, 0, 0}, float[2,4,3,3] w4 = {" + ",".join(["0.1"] * 72) + "}")
+    weights = "float[2,4,3,3] w4 = {" + ",".join(["0.1"] * 72) + "}"
+    text = pad_model("Pad(x, pads)", "Conv(p, w4)", "[1,2,4,4]", inits=f"int64[8] pads = {{0, 1, 0, 0, 0, 0, 0, 0}}, {weights}")
     _, result, _ = apply(text)
     assert not result.modified
 

@@ -230,7 +230,8 @@ def test_squeeze_combinations_match_onnx_runtime(inner, outer):
 @pytest.mark.parametrize("opset", [11, 13])
 def test_squeeze_and_unsqueeze_of_the_same_axes_cancel(first_op, second_op, shape, opset):
     first, second = _squeeze_calls(opset, first_op, [1], [-2], second_op)
-    text = model_text(f"r = Relu(x)\n a = {first.replace('(x', '(r')}\n y = {second}", shape, shape.replace(" x", " y"), opset=opset, inits=_axes_inits(opset, [1], [-2]))
+    body = f"r = Relu(x)\n a = {first.replace('(x', '(r')}\n y = {second}"
+    text = model_text(body, shape, shape.replace(" x", " y"), opset=opset, inits=_axes_inits(opset, [1], [-2]))
     before, result, merge = apply(text)
     assert op_types(result.model) == ["Relu"]
     assert result.model.graph.outputs[0].name == "y"
