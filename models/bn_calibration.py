@@ -50,7 +50,9 @@ def calibrate_batch_norms(b: GraphBuilder, channels: int, image_size: int) -> No
         b.replace_constant(node.input[4], running_var.astype(np.float32))
 
 
-def _training_mode_graph(b: GraphBuilder, bn_nodes: list[onnx.NodeProto], channels: int, image_size: int) -> onnx.GraphProto:
+def _training_mode_graph(
+    b: GraphBuilder, bn_nodes: list[onnx.NodeProto], channels: int, image_size: int
+) -> onnx.GraphProto:
     last_bn_output = bn_nodes[-1].output[0]
     nodes: list[onnx.NodeProto] = []
     extra: dict[str, np.ndarray] = {}
@@ -61,7 +63,10 @@ def _training_mode_graph(b: GraphBuilder, bn_nodes: list[onnx.NodeProto], channe
             continue
         x, gamma, beta = node.input[:3]
         nodes += _statistics_nodes(node.name, x)
-        outputs += [helper.make_tensor_value_info(f"{node.name}/calibration_{s}", TensorProto.FLOAT, None) for s in ("mean", "square")]
+        outputs += [
+            helper.make_tensor_value_info(f"{node.name}/calibration_{stat}", TensorProto.FLOAT, None)
+            for stat in ("mean", "square")
+        ]
         gamma_c, beta_c = f"{node.name}/calibration_gamma", f"{node.name}/calibration_beta"
         extra[gamma_c] = b.initializers[gamma].reshape(-1, 1, 1)
         extra[beta_c] = b.initializers[beta].reshape(-1, 1, 1)

@@ -74,7 +74,9 @@ def _shortcut(b: GraphBuilder, x: Feature, channels: int, stride: int, scope: st
 
 
 # (expand ratio t, output channels c, repeats n, first stride s), from the MobileNetV2 paper.
-MOBILENETV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+MOBILENETV2_SETTINGS = (
+    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
+)
 
 
 def mobilenetv2(b: GraphBuilder, image_size: int) -> Feature:

@@ -52,7 +52,8 @@ def conv_bn(
 ) -> Feature:
     """Conv (padding k//2) -> BatchNormalization -> optional activation."""
     fan_in = x.channels // groups * kernel * kernel
-    inputs = [x.name, b.normal(f"{scope}.weight", (out_channels, x.channels // groups, kernel, kernel), math.sqrt(2.0 / fan_in))]
+    weight_shape = (out_channels, x.channels // groups, kernel, kernel)
+    inputs = [x.name, b.normal(f"{scope}.weight", weight_shape, math.sqrt(2.0 / fan_in))]
     if conv_bias:
         inputs.append(b.uniform(f"{scope}.bias", (out_channels,), -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in)))
     pad = kernel // 2

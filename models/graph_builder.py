@@ -21,12 +21,12 @@ IR_VERSION = 8
 
 
 class GraphBuilder:
-    """Collects nodes and initializers; ``to_model`` turns them into a checked ``onnx.ModelProto``."""
+    """Collects nodes and initializers; ``to_model`` turns them into an ``onnx.ModelProto``."""
 
     def __init__(self, seed: int):
         self.rng = np.random.default_rng(seed)
         self.nodes: list[onnx.NodeProto] = []
-        # Arrays, not TensorProtos, until the end: one copy into the model instead of three.
+        # Arrays, not TensorProtos, until the end: each is copied into the model once.
         self.initializers: dict[str, np.ndarray] = {}
         self._names: set[str] = set()
 

@@ -102,7 +102,9 @@ def as_session(model) -> ort.InferenceSession:
     if isinstance(model, str) and not os.path.isfile(model):
         raise ModelLoadError(f"model file not found: {model}")
     if not isinstance(model, (str, bytes)):
-        raise UsageError(f"cannot evaluate a {type(model).__name__}; pass a path, bytes, onnx_ir.Model or InferenceSession")
+        raise UsageError(
+            f"cannot evaluate a {type(model).__name__}; pass a path, bytes, onnx_ir.Model or InferenceSession"
+        )
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
@@ -137,7 +139,7 @@ def _line_within(rng: np.random.Generator, max_aspect: float, max_words: int) ->
     while True:
         text = " ".join(words)
         image = ocr_render.render_line(rng, text)
-        if image.shape[1] <= max_aspect * image.shape[0] or len(words) == 1 and len(text) <= 2:
+        if image.shape[1] <= max_aspect * image.shape[0] or (len(words) == 1 and len(text) <= 2):
             return image, text
         if len(words) > 1:
             words.pop()

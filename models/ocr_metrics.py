@@ -4,9 +4,11 @@ Rules:
 - Recognition: greedy CTC as rapidocr's ``CTCLabelDecode`` does it: argmax per time step, collapse
   repeats, drop the blank (index 0), map indices through the model's own dictionary. Scores compare
   texts with leading and trailing spaces stripped: the PP-OCR recognizer emits its space class over
-  the margins and padding of a crop, which carries no content. Character accuracy is ``1 - sum(edit distance) / sum(len(truth))`` over the data set (may go below 0 when the
-  predictions are mostly garbage, it is clipped at 0); line accuracy is the share of exact matches.
-- Detection: rapidocr's ``DBPostProcess`` with axis-aligned boxes: threshold the probability map at
+  the margins and padding of a crop, which carries no content. Character accuracy is
+  ``1 - sum(edit distance) / sum(len(truth))`` over the data set, clipped at 0 (garbage predictions
+  can make it negative); line accuracy is the share of exact matches.
+- Detection: rapidocr's ``DBPostProcess`` with axis-aligned boxes instead of minimum-area rotated
+  ones (rendered text is horizontal): threshold the probability map at
   0.3, dilate with a 2x2 kernel, 8-connected components (``scipy.ndimage.label``), drop components
   whose mean probability is below 0.5 (``box_thresh``) or whose short side is under 3 pixels, expand
   each box by DB's unclip distance ``area * 1.6 / perimeter``, scale to the original image. A
@@ -136,6 +138,6 @@ def detection_scores(predicted: Sequence[Sequence[Box]], truth: Sequence[Sequenc
 
 # -- direction ------------------------------------------------------------------------------------
 def classification_accuracy(scores: Sequence[np.ndarray], labels: Sequence[int]) -> dict[str, float]:
-    """Accuracy of argmax over ``[2]`` score vectors against labels (0 upright, 1 rotated 180)."""
+    """Accuracy of argmax over ``[2]`` score vectors against labels (indices into ``CLS_LABELS``)."""
     correct = sum(int(np.argmax(s)) == label for s, label in zip(scores, labels, strict=True))
     return {"accuracy": correct / len(labels)}

@@ -64,7 +64,7 @@ def font(file: str, size: int) -> ImageFont.FreeTypeFont:
 def _load_font(file: str, size: int) -> ImageFont.FreeTypeFont:
     path = FONT_DIR / file
     if not path.is_file():
-        raise ModelLoadError(f"font {path} is missing; install the DejaVu fonts (Debian: apt-get install fonts-dejavu-core)")
+        raise ModelLoadError(f"font {path} is missing; install the DejaVu fonts (apt-get install fonts-dejavu-core)")
     return pillow().ImageFont.truetype(str(path), size)
 
 

@@ -86,7 +86,8 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not():
 def test_weights_follow_torchvision_names_and_he_scale():
     proto = build_proto("resnet50", image_size=32)
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
-    assert {"conv1.weight", "bn1.running_var", "layer4.2.conv3.weight", "layer2.0.downsample.0.weight", "fc.weight"} <= weights.keys()
+    expected = {"conv1.weight", "bn1.running_var", "layer4.2.conv3.weight", "layer2.0.downsample.0.weight", "fc.weight"}
+    assert expected <= weights.keys()
     conv = weights["layer3.1.conv2.weight"]  # 256 x 256 x 3 x 3
     assert conv.dtype == np.float32
     assert abs(conv.std() - math.sqrt(2 / (256 * 9))) < 0.05 * math.sqrt(2 / (256 * 9))
@@ -365,6 +366,7 @@ def test_a_broken_recognizer_scores_low():
             node.output[list(node.output).index(output)] = "unused_softmax"
     blank_first = np.zeros((1, 40, 6625), dtype=np.float32)
     blank_first[..., 0] = 1.0
-    proto.graph.node.append(onnx.helper.make_node("Constant", [], [output], value=onnx.numpy_helper.from_array(blank_first)))
+    constant = onnx.helper.make_node("Constant", [], [output], value=onnx.numpy_helper.from_array(blank_first))
+    proto.graph.node.append(constant)
     scores = ocr_data.evaluate("rec", proto, n=5, seed=0)
     assert scores["char_accuracy"] == 0.0 and scores["line_accuracy"] == 0.0

@@ -20,7 +20,10 @@ The fold happens only when:
 - P's weight and bias are constants used by P alone; a weight shared with another node is refused
   and counted as "refused: shared weight".
 A BatchNormalization whose input comes from anything else (a Concat, a Relu, a graph input) is left
-as it is. Weights keep their data type: the arithmetic is done in float64 and cast back.
+as it is (fold-scale and fuse-bias may still fold a following Mul or Add into it). Weights keep
+their data type: the arithmetic is done in float64 and cast back.
+The main graph and its subgraphs are visited; model-local functions are not (they cannot hold
+initializers). Nodes of non-standard domains are never touched (noted).
 
 The module also holds the weight-rewriting helpers that fold-scale and fuse-bias share.
 """

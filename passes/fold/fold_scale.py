@@ -6,8 +6,9 @@ an Add/Sub of a constant *after* a layer is fuse-bias's (it goes into the bias),
 never compete for the same node.
 
 Rules after a layer (Y = layer output, c a constant, Y's only use is the Mul/Div, Y not a graph output):
-- Y * c, c * Y, Y / c where P = Conv or ConvTranspose and c is a scalar or broadcasts to [1, C, 1, ...]
-  (per output channel): W and B are scaled per output channel (ConvTranspose: W's axis 1, per group).
+- Y * c, c * Y or Y / c after a Conv or ConvTranspose, with c a scalar or broadcasting to
+  [1, C, 1, ...] (per output channel): W and B are scaled per output channel (ConvTranspose: W's
+  axis 1, per group).
 - the same after Gemm (c broadcasts to [1, N]): B's columns (rows with transB=1) and C are scaled.
 - the same after MatMul with a constant 2-D weight (c broadcasts along the last axis): W's columns.
 - the same after an inference BatchNormalization (c per channel on axis 1): its scale and B.
@@ -22,6 +23,8 @@ use is the Conv, X not a graph output):
   when absent). With padding the padded border would not have received c, so it is not folded.
 In every case the weight and bias must be constants used by that layer alone ("refused: shared
 weight" counts the refusals); they keep their data type (float64 arithmetic, cast back).
+The main graph and its subgraphs are visited; model-local functions are not (they cannot hold
+initializers). Nodes of non-standard domains are never touched (noted).
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ Rules (Y = layer output, Y's only use is the Add/Sub, Y not a graph output, a a 
 The existing bias must be a constant used by that layer alone ("refused: shared weight" counts the
 refusals); biases keep their data type (float64 arithmetic, cast back). The Add/Sub's output name
 is kept when it is a graph output.
+The main graph and its subgraphs are visited; model-local functions are not (they cannot hold
+initializers). Nodes of non-standard domains are never touched (noted).
 """
 
 from __future__ import annotations
