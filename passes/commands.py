@@ -72,7 +72,7 @@ def run_optimize(args) -> int:
             used.append(instruments.DumpAfterChange(args.dump_dir))
         before = instruments.cost_snapshot(model)
         manager = PassManager(
-            pipe, instruments=used, verify=args.verify, strict=args.strict, tolerance=args.tolerance,
+            pipe, instruments=used, verify=args.verify, strict=args.strict, tolerance=args.tolerance, atol=args.atol,
             feeds=calib.take(4), feeds_source=calib.source, context=PassContext(fixed, calib),
         )
         with console.status("running passes") as status:

@@ -82,6 +82,7 @@ class PassManager:
         verify: Literal["each", "end", "off"] = "each",
         strict: bool = False,
         tolerance: float = 1e-4,
+        atol: float = 1e-6,
         feeds: Iterable[dict[str, np.ndarray]] | None = None,
         feeds_source: str = "generated inputs",
         context: PassContext | None = None,
@@ -91,6 +92,7 @@ class PassManager:
         self.verify = verify
         self.strict = strict
         self.tolerance = tolerance
+        self.atol = atol
         self.feeds = list(feeds) if feeds is not None else None
         self.feeds_source = feeds_source
         self.context = context or PassContext()
@@ -104,7 +106,7 @@ class PassManager:
 
             feeds = self.feeds if self.feeds is not None else [runtime.generate_inputs(model, seed=0)]
             try:
-                self._reference = NumericReference(model, feeds, tolerance=self.tolerance)
+                self._reference = NumericReference(model, feeds, tolerance=self.tolerance, atol=self.atol)
             except InvalidModelError as exc:
                 # e.g. an op from a custom domain: structure is still checked after every pass.
                 warnings.append(f"numerical verification skipped: {exc}")
@@ -195,5 +197,6 @@ class PassManager:
         except GraphpressError as exc:
             return str(exc), None
         if not self._reference.passes(error):
-            return f"changed the outputs (max relative error {error.get('max_rel'):.3g} > {self.tolerance:g})", error
+            return (f"changed the outputs (max relative error {error.get('max_rel'):.3g} > {self.tolerance:g}, "
+                    f"max absolute error {error.get('max_abs'):.3g} > {self.atol:g})"), error
         return None, error
