@@ -36,10 +36,24 @@ def structural_problems(model: ir.Model) -> list[str]:
         problems.append(f"duplicate node names: {', '.join(duplicates[:5])}")
     if not problems and io.tensor_bytes(model) < io.EXTERNAL_THRESHOLD:
         try:
-            onnx.checker.check_model(io.to_proto(model))
+            onnx.checker.check_model(_checkable_proto(model))
         except onnx.checker.ValidationError as exc:
             problems.append(f"onnx checker: {_first_line(exc)}")
     return problems
+
+
+def _checkable_proto(model: ir.Model) -> onnx.ModelProto:
+    """The model as a proto the checker can judge in memory.
+
+    The checker resolves external data against the working directory; external weights become graph
+    inputs of the same type instead, which keeps every node's type check and needs no file.
+    """
+    proto = io.to_proto(model)
+    external = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    for tensor in external:
+        proto.graph.initializer.remove(tensor)
+        proto.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+    return proto
 
 
 def _order_problems(graph: ir.Graph, known: set[int]) -> list[str]:

@@ -93,3 +93,16 @@ def test_unwritable_folder_is_a_save_error(tmp_path, tiny_model):
             io.save(tiny_model, locked / "m.onnx")
     finally:
         locked.chmod(0o700)
+
+
+def test_a_model_with_external_data_folds_verifies_and_saves_elsewhere(tmp_path):
+    from passes.manager import PassManager
+
+    source = io.save(_model_with_large_weight(), tmp_path / "in" / "m.onnx", external=True)
+    model = io.load(source)
+    feeds = runtime.generate_inputs(model)
+    expected = runtime.run(model, feeds)["y"]
+    result = PassManager("fold").run(model)  # structural checks must cope with external weights
+    assert not result.failures
+    saved = io.save(result.model, tmp_path / "out" / "m.onnx", external=True)
+    np.testing.assert_allclose(runtime.run(io.load(saved), feeds)["y"], expected, rtol=1e-6)
