@@ -21,7 +21,7 @@ from ir.errors import InvalidModelError
 
 def session(model: ir.Model | onnx.ModelProto | bytes, *, optimize: bool = False, threads: int = 0) -> ort.InferenceSession:
     if isinstance(model, ir.Model):
-        model = ir.serde.serialize_model(model)
+        model = _proto_with_inline_weights(model)
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     options = ort.SessionOptions()
@@ -35,6 +35,32 @@ def session(model: ir.Model | onnx.ModelProto | bytes, *, optimize: bool = False
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types without a common base
         raise InvalidModelError(f"ONNX Runtime cannot load the model: {_one_line(exc)}") from exc
+
+
+def _proto_with_inline_weights(model: ir.Model) -> onnx.ModelProto:
+    """Serialize for a session: ONNX Runtime resolves external data of a model given as bytes against
+    the working directory, so external weights are read into the proto (models over 2 GB cannot be
+    serialized at all; ONNX Runtime must load those from their own file)."""
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    base_dirs = {
+        value.name: value.const_value.base_dir
+        for value in model.graph.initializers.values()
+        if isinstance(value.const_value, ir.ExternalTensor)
+    }
+    proto = ir.serde.serialize_model(model)
+    if not base_dirs:
+        return proto
+    from ir.io import EXTERNAL_THRESHOLD, tensor_bytes
+
+    if tensor_bytes(model) >= EXTERNAL_THRESHOLD:
+        raise InvalidModelError("the model's weights exceed 1 GiB; run it in ONNX Runtime from its saved file")
+    for tensor in proto.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            load_external_data_for_tensor(tensor, base_dirs[tensor.name])
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            del tensor.external_data[:]
+    return proto
 
 
 def run(model_or_session, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
