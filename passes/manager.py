@@ -46,6 +46,7 @@ class PassRecord:
     iteration: int
     seconds: float
     modified: bool
+    verify_seconds: float = 0.0
     rolled_back: bool = False
     failure: str | None = None
     error: dict[str, float] | None = None
@@ -164,11 +165,12 @@ class PassManager:
             failure = str(exc)
         except Exception as exc:  # a bug in a pass must not lose the user's model
             failure = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        record = PassRecord(pass_.name, str(step), iteration, 0.0, modified, failure=failure)
+        record = PassRecord(pass_.name, str(step), iteration, time.perf_counter() - started, modified, failure=failure)
         if failure is None and modified:
+            verify_started = time.perf_counter()
             failure, record.error = self._verify(pass_, model)
             record.failure = failure
-        record.seconds = time.perf_counter() - started
+            record.verify_seconds = time.perf_counter() - verify_started
         record.stats = dict(pass_.stats)
         record.notes = list(pass_.notes)
         if failure is not None:

@@ -81,7 +81,7 @@ def write_markdown(report: dict[str, Any]) -> str:
     for key in ("nodes", "params", "macs", "weight_bytes"):
         b, a = report["before"].get(key), report["after"].get(key)
         lines.append(f"| {key} | {_number(b)} | {_number(a)} | {_change(b, a)} |")
-    lines += ["", "## Passes", "", "| pass | iteration | changed | time (s) | nodes after | statistics | verification |", "|---|---:|:-:|---:|---:|---|---|"]
+    lines += ["", "## Passes", "", "| pass | iteration | changed | pass (s) | verify (s) | nodes after | statistics | verification |", "|---|---:|:-:|---:|---:|---:|---|---|"]
     for record in report["passes"]:
         if not record["modified"] and not record["failure"]:
             continue
@@ -89,7 +89,7 @@ def write_markdown(report: dict[str, Any]) -> str:
         verdict = f"ROLLED BACK: {record['failure']}" if record["rolled_back"] else (
             f"ok (max rel {_number(record['error']['max_rel'])})" if record.get("error") else "structure ok")
         nodes = (record.get("after") or {}).get("nodes")
-        lines.append(f"| `{record['text']}` | {record['iteration']} | {'yes' if record['modified'] else 'no'} | {record['seconds']:.3f} | {_number(nodes)} | {stats} | {verdict} |")
+        lines.append(f"| `{record['text']}` | {record['iteration']} | {'yes' if record['modified'] else 'no'} | {record['seconds']:.3f} | {record['verify_seconds']:.3f} | {_number(nodes)} | {stats} | {verdict} |")
     unchanged = sorted({r["text"] for r in report["passes"]} - {r["text"] for r in report["passes"] if r["modified"]})
     if unchanged:
         lines += ["", f"Passes that changed nothing: {', '.join(f'`{t}`' for t in unchanged)}"]
@@ -101,6 +101,12 @@ def write_markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in (*report["warnings"], *notes)]
     build = report.get("build")
     if build:
-        lines += ["", "## Build", ""] + [f"- {k}: {v}" for k, v in build.items()]
+        lines += ["", "## Build", "", f"- target: `{build['target']}` ({build['backend']})", f"- library: `{build['library']}` ({build['size_bytes']:,} bytes)",
+                  f"- compile time: {build['compile_seconds']:.1f} s"]
+        check = build.get("check")
+        if check:
+            verdict = "matches" if check["passed"] else "DOES NOT match"
+            lines.append(f"- {verdict} ONNX Runtime: max abs {_number(check['max_abs_error'])}, max relative {_number(check['max_rel_error'])} (rtol {check['rtol']:g}, atol {check['atol']:g})")
+        lines += [f"- note: {note}" for note in build.get("notes", ())]
     lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""Reading constant tensors the way real exporters store them.
+
+A weight may be an initializer (also one listed as a graph input, as in the onnx package's light_*
+models), the output of a ``Constant`` node (PP-OCR), or a ``ConstantOfShape`` of a constant shape.
+The channel analysis only reads weights; rewriting code gives the node a fresh initializer, so the
+original storage is never modified in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+
+def constant_array(value: ir.Value | None) -> np.ndarray | None:
+    """The value's contents when it is a constant (see module docstring), else None."""
+    if value is None:
+        return None
+    if value.const_value is not None:
+        try:
+            return value.const_value.numpy()
+        except Exception:  # unreadable external data or an unsupported type
+            return None
+    producer = value.producer()
+    if producer is None or producer.domain not in ("", "ai.onnx"):
+        return None
+    if producer.op_type == "Constant":
+        try:
+            tensor = ir.convenience.get_const_tensor(value)
+        except ValueError:
+            return None
+        return None if tensor is None else tensor.numpy()
+    if producer.op_type == "ConstantOfShape":
+        shape = constant_array(producer.inputs[0])
+        if shape is None:
+            return None
+        attr = producer.attributes.get("value")
+        fill = attr.value.numpy().reshape(-1) if attr is not None else np.zeros(1, np.float32)
+        return np.full(tuple(int(d) for d in shape), fill[0], dtype=fill.dtype)
+    if producer.op_type == "Identity":
+        return constant_array(producer.inputs[0])
+    return None
+
+
+def is_constant(value: ir.Value | None) -> bool:
+    """Whether ``constant_array`` would return an array, without materializing it."""
+    if value is None:
+        return False
+    if value.const_value is not None:
+        return True
+    producer = value.producer()
+    if producer is None or producer.domain not in ("", "ai.onnx"):
+        return False
+    if producer.op_type == "Constant":
+        return True
+    if producer.op_type in ("ConstantOfShape", "Identity"):
+        return is_constant(producer.inputs[0])
+    return False
+
+
+def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if value.shape is None:
+        array = constant_array(value)
+        return None if array is None else array.shape
+    dims = []
+    for dim in value.shape:
+        if not isinstance(dim, int) or dim < 0:
+            return None
+        dims.append(dim)
+    return tuple(dims)
