@@ -14,12 +14,14 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 
 from ir.errors import InvalidModelError
 
 
-def session(model: ir.Model | onnx.ModelProto | bytes, *, optimize: bool = False, threads: int = 0) -> ort.InferenceSession:
+def session(model: ir.Model | onnx.ModelProto | bytes, *, optimize: bool = False, threads: int = 0):
+    """An ONNX Runtime CPU session (imported here: commands that never run a model skip its import cost)."""
+    import onnxruntime as ort
+
     if isinstance(model, ir.Model):
         model = _proto_with_inline_weights(model)
     if isinstance(model, onnx.ModelProto):
@@ -64,7 +66,7 @@ def _proto_with_inline_weights(model: ir.Model) -> onnx.ModelProto:
 
 
 def run(model_or_session, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    sess = model_or_session if isinstance(model_or_session, ort.InferenceSession) else session(model_or_session)
+    sess = model_or_session if hasattr(model_or_session, "get_outputs") else session(model_or_session)
     names = [o.name for o in sess.get_outputs()]
     try:
         outputs = sess.run(names, dict(feeds))
