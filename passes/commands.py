@@ -143,6 +143,10 @@ def run_inspect(args) -> int:
     data = summary.to_dict()
     data["inputs"] = {name: {"dtype": str(dtype), "shape": dims} for name, (dtype, dims) in specs.items()}
     data["outputs"] = {v.name: {"dtype": str(v.dtype), "shape": _dims(v.shape)} for v in model.graph.outputs}
+    if args.groups:
+        from ir.channel_groups import describe_groups
+
+        data["groups"] = describe_groups(model)
     if args.json:
         print_json(data)
         return 0
@@ -175,7 +179,19 @@ def run_inspect(args) -> int:
     for node in layers:
         per_layer.add_row(node.name, node.op_type, f"{node.params:,}", "?" if node.macs is None else f"{node.macs:,}", f"{node.output_bytes:,}" if node.output_bytes is not None else "?")
     console.print(per_layer)
+    if args.groups:
+        _print_groups(data["groups"])
     return 0
+
+
+def _print_groups(groups: list[dict]) -> None:
+    table = Table(title=f"channel groups ({sum(g['prunable'] for g in groups)} of {len(groups)} prunable)")
+    for column in ("group", "channels", "prunable", "producers", "reason"):
+        table.add_column(column)
+    for group in groups:
+        table.add_row(str(group["id"]), str(group["channels"]), "yes" if group["prunable"] else "no",
+                      ", ".join(group["producers"][:3]) + (" ..." if len(group["producers"]) > 3 else ""), "; ".join(group["reasons"]))
+    console.print(table)
 
 
 def _dims(shape):

@@ -143,3 +143,9 @@ def test_list_shows_every_fold_pass(capsys):
     for name in ("fold-constants", "fold-batchnorm", "eliminate-dead", "eliminate-common"):
         assert name in data["passes"] and data["passes"][name]["lossless"]
     assert data["presets"]["fold"].startswith("fixpoint")
+
+
+def test_inspect_groups_lists_channel_groups_with_reasons(tiny_model_path, capsys):
+    assert run_cli("inspect", tiny_model_path, "--groups", "--json") == 0
+    groups = json.loads(capsys.readouterr().out)["groups"]
+    assert any(not g["prunable"] and "graph input 'x'" in g["reasons"] for g in groups)

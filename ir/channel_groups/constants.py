@@ -37,9 +37,59 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
         attr = producer.attributes.get("value")
         fill = attr.value.numpy().reshape(-1) if attr is not None else np.zeros(1, np.float32)
         return np.full(tuple(int(d) for d in shape), fill[0], dtype=fill.dtype)
-    if producer.op_type == "Identity":
-        return constant_array(producer.inputs[0])
+    if producer.op_type in _SHAPE_OPS and producer.inputs and producer.inputs[0] is not None:
+        data = constant_array(producer.inputs[0])
+        if data is None:
+            return None
+        return _SHAPE_OPS[producer.op_type](producer, data)
     return None
+
+
+def _axes(node: ir.Node) -> list[int] | None:
+    attr = node.attributes.get("axes")
+    if attr is not None:
+        return list(attr.value)
+    if len(node.inputs) > 1 and node.inputs[1] is not None:
+        array = constant_array(node.inputs[1])
+        return None if array is None else [int(a) for a in array.reshape(-1)]
+    return None
+
+
+def _unsqueeze(node: ir.Node, data: np.ndarray) -> np.ndarray | None:
+    axes = _axes(node)
+    if axes is None:
+        return None
+    rank = data.ndim + len(axes)
+    for axis in sorted(a % rank for a in axes):
+        data = np.expand_dims(data, axis)
+    return data
+
+
+def _squeeze(node: ir.Node, data: np.ndarray) -> np.ndarray | None:
+    axes = _axes(node)
+    return np.squeeze(data) if axes is None else np.squeeze(data, axis=tuple(a % data.ndim for a in axes))
+
+
+def _reshape(node: ir.Node, data: np.ndarray) -> np.ndarray | None:
+    shape = constant_array(node.inputs[1])
+    if shape is None:
+        return None
+    dims = [data.shape[i] if d == 0 else int(d) for i, d in enumerate(shape.reshape(-1))]
+    return data.reshape(dims)
+
+
+def _cast(node: ir.Node, data: np.ndarray) -> np.ndarray | None:
+    return data.astype(ir.DataType(node.attributes.get_int("to")).numpy())
+
+
+# Ops exporters put between a stored weight and its use; evaluated here so the weight is seen.
+_SHAPE_OPS = {
+    "Identity": lambda node, data: data,
+    "Unsqueeze": _unsqueeze,
+    "Squeeze": _squeeze,
+    "Reshape": _reshape,
+    "Cast": _cast,
+}
 
 
 def is_constant(value: ir.Value | None) -> bool:
@@ -53,8 +103,8 @@ def is_constant(value: ir.Value | None) -> bool:
         return False
     if producer.op_type == "Constant":
         return True
-    if producer.op_type in ("ConstantOfShape", "Identity"):
-        return is_constant(producer.inputs[0])
+    if producer.op_type in ("ConstantOfShape", *_SHAPE_OPS):
+        return all(is_constant(v) for v in producer.inputs if v is not None)
     return False
 
 

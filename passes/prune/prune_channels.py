@@ -1,0 +1,231 @@
+"""prune: remove whole channels (filters) of coupled layers, then refit the layers that read them.
+
+Rules:
+- Groups come from the channel dependency analysis (``ir.channel_groups``): the channels a Conv
+  produces and every layer, normalization, constant, Concat segment and residual branch they reach
+  are removed together. Unprunable groups (a graph input or output, a channel shuffle, a reduction
+  over channels, attention, anything the analysis cannot prove) are left alone and counted by reason.
+- Exactly one target: ``ratio`` (fraction of the prunable channels), ``macs`` or ``params`` (fraction
+  of the model's MACs / parameters to remove). Channels are ranked globally by ``importance``
+  (normalized per group), with ``uniform=true`` every group loses ``ratio`` of its channels instead.
+  ``max_layer_ratio`` caps the fraction removed from one group, ``round`` rounds kept counts up to a
+  multiple, ``protect`` (``|``-separated fnmatch patterns on node or output names) keeps the groups
+  touching matching layers whole.
+- ``reconstruct=true`` refits every Conv/Gemm/MatMul whose input lost channels by regularized least
+  squares on calibration data, so that its outputs match the original model's
+  (``passes.prune.reconstruct``). ``activation``, ``reconstruction`` and ``reconstruct=true`` need
+  calibration data; without any, generated inputs are used and a note says so.
+- The first ``calib`` calibration feeds drive importance and reconstruction; the next ``holdout``
+  feeds (when there are any) measure the output error against the unpruned model: SQNR, cosine and
+  top-1 agreement (2-D outputs) go to the notes and ``self.fidelity``.
+The pass is lossy. ``self.report`` lists each pruned group (channels before/after, layers, criterion)
+and MACs/params before and after.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from typing import Literal
+
+import numpy as np
+import onnx_ir as ir
+
+from ir import channel_groups, io, runtime
+from ir.diff import output_errors
+from ir.errors import UsageError
+from passes.base import Pass, PassResult, register
+from passes.prune import importance as imp
+from passes.prune.apply import remove_channels
+from passes.prune.reconstruct import refit_layers
+from passes.prune.selection import CostModel, select
+
+Importance = Literal["l1", "l2", "bn", "activation", "reconstruction"]
+
+
+def _fraction(value: float) -> bool:
+    return 0.0 <= value < 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneOptions:
+    ratio: float = dataclasses.field(default=0.0, metadata={"check": _fraction, "rule": "in [0, 1)", "doc": "fraction of prunable channels to remove"})
+    macs: float = dataclasses.field(default=0.0, metadata={"check": _fraction, "rule": "in [0, 1)", "doc": "fraction of MACs to remove"})
+    params: float = dataclasses.field(default=0.0, metadata={"check": _fraction, "rule": "in [0, 1)", "doc": "fraction of parameters to remove"})
+    importance: Importance = dataclasses.field(default="l1", metadata={"doc": "channel importance criterion"})
+    uniform: bool = dataclasses.field(default=False, metadata={"doc": "remove `ratio` of every group instead of ranking globally"})
+    round: int = dataclasses.field(default=1, metadata={"check": lambda v: v >= 1, "rule": "at least 1", "doc": "kept channel counts rounded up to a multiple of this"})
+    max_layer_ratio: float = dataclasses.field(default=0.75, metadata={"check": lambda v: 0.0 < v < 1.0, "rule": "in (0, 1)", "doc": "most a group may lose"})
+    protect: str = dataclasses.field(default="", metadata={"doc": "|-separated name patterns of layers to keep whole"})
+    reconstruct: bool = dataclasses.field(default=True, metadata={"doc": "refit consuming layers by least squares on calibration data"})
+    calib: int = dataclasses.field(default=16, metadata={"check": lambda v: v >= 1, "rule": "at least 1", "doc": "calibration feeds for importance and reconstruction"})
+    holdout: int = dataclasses.field(default=4, metadata={"check": lambda v: v >= 0, "rule": "non-negative", "doc": "further calibration feeds to measure the error on"})
+    ridge: float = dataclasses.field(default=1e-3, metadata={"check": lambda v: v >= 0, "rule": "non-negative", "doc": "relative ridge regularization of the refit"})
+
+
+@register
+class PruneChannelsPass(Pass):
+    name = "prune"
+    Options = PruneOptions
+    lossless = False
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        targets = [name for name in ("ratio", "macs", "params") if getattr(self.options, name) > 0]
+        if len(targets) != 1:
+            raise UsageError("pass 'prune': give exactly one of ratio, macs, params (a fraction in (0, 1))")
+        if self.options.uniform and targets != ["ratio"]:
+            raise UsageError("pass 'prune': uniform=true needs ratio=")
+        self.target = targets[0]
+        self.report: dict = {}
+        self.fidelity: dict = {}
+
+    def call(self, model: ir.Model) -> PassResult:
+        opts = self.options
+        analysis = channel_groups.analyze(model)
+        groups = self._prunable(analysis)
+        self.stats["groups"] = len([g for g in analysis.groups() if g.producers])
+        self.stats["groups prunable"] = len(groups)
+        if not groups:
+            self.note("no prunable channel group")
+            return PassResult(model, modified=False)
+        feeds, holdout = self._feeds(model)
+        original = io.copy_model(model) if (opts.reconstruct or holdout) else None
+        scores, criterion = self._scores(model, analysis, groups, feeds)
+        cost = CostModel(model, analysis)
+        amount = getattr(opts, self.target)
+        keep = select(groups, scores, cost, target=self.target, amount=amount, max_layer_ratio=opts.max_layer_ratio,
+                      multiple=opts.round, uniform=opts.uniform)
+        if not keep:
+            self.note("the target removes no channel")
+            return PassResult(model, modified=False)
+        self._record(analysis, groups, keep, criterion, cost)
+        consumers = {a.node for g in groups if g.id in keep for a in g.consumers}
+        kept_outputs = {a.node: channel_groups.kept_indices(a.layout, keep, analysis.root)
+                        for a in analysis.actions if a.kind == "output" and a.node in consumers}
+        removed = remove_channels(model, analysis, keep)
+        self.stats["channels removed"] = removed
+        self.stats["groups pruned"] = len(keep)
+        if opts.reconstruct:
+            result = refit_layers(original, model, list(consumers), feeds, ridge=opts.ridge, kept_outputs=kept_outputs)
+            self.stats["layers refit"] = result.layers
+            if result.skipped:
+                self.stats["layers not refit: fewer calibration rows than features"] = result.skipped
+        if holdout:
+            self._measure(original, model, holdout)
+        return PassResult(model, modified=True)
+
+    # -- steps -----------------------------------------------------------------------------------
+    def _prunable(self, analysis) -> list:
+        patterns = [p for p in self.options.protect.split("|") if p]
+        groups = []
+        for group in analysis.groups():
+            if not group.producers:
+                continue
+            if not group.prunable:
+                for reason in group.reasons[:1] or ["fewer than two channels"]:
+                    self.stats[f"unprunable: {_reason_kind(reason)}"] += 1
+                continue
+            layers = [a.node for a in (*group.producers, *group.consumers, *group.followers)]
+            names = [n for node in layers for n in (node.name, *(v.name for v in node.outputs)) if n]
+            hit = next((p for p in patterns if any(fnmatch.fnmatchcase(n, p) for n in names)), None)
+            if hit:
+                self.stats["unprunable: protected"] += 1
+                continue
+            groups.append(group)
+        return groups
+
+    def _feeds(self, model):
+        calibration = getattr(self.context, "calibration", None) if self.context is not None else None
+        needed = self.options.calib + self.options.holdout
+        if calibration is None:
+            from passes.calibration import Calibration
+
+            calibration = Calibration.generated_for(model, n=min(needed, 8))
+        if getattr(calibration, "generated", False) and (self.options.reconstruct or self.options.importance in ("activation", "reconstruction")):
+            self.note("calibration data are generated random inputs: importance and reconstruction do not reflect real data")
+        feeds = calibration.take(needed)
+        if len(feeds) <= self.options.calib:
+            return feeds, []
+        return feeds[: self.options.calib], feeds[self.options.calib :]
+
+    def _scores(self, model, analysis, groups, feeds) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+        kind = self.options.importance
+        criterion = {g.id: kind for g in groups}
+        scores: dict[int, np.ndarray] = {}
+        if kind == "activation":
+            stats = imp.activation_stats(model, analysis, groups, feeds)
+            scores = {gid: s["mean_abs"] for gid, s in stats.items()}
+        elif kind == "reconstruction":
+            scores = imp.reconstruction_scores(model, analysis, groups, feeds)
+        elif kind == "bn":
+            scores = {g.id: s for g in groups if (s := imp.bn_scales(g)) is not None}
+        elif kind in ("l1", "l2"):
+            scores = {g.id: imp.weight_norms(g, 1 if kind == "l1" else 2) for g in groups}
+        missing = [g for g in groups if g.id not in scores]
+        if missing:
+            self.note(f"{len(missing)} group(s) have no {kind} score (no BN / no refittable consumer): ranked by l1")
+        for group in missing:
+            scores[group.id] = imp.weight_norms(group, 1)
+            criterion[group.id] = "l1"
+        if kind != "reconstruction":
+            scores = {gid: imp.normalize(s) for gid, s in scores.items()}
+        else:
+            for group in missing:
+                scores[group.id] = imp.normalize(scores[group.id]) * float(np.median([np.median(s) for s in scores.values()]))
+        return scores, criterion
+
+    def _record(self, analysis, groups, keep, criterion, cost: CostModel) -> None:
+        counts = {gid: len(ids) for gid, ids in keep.items()}
+        macs_after, params_after = cost.after(counts)
+        rows = []
+        for group in groups:
+            if group.id not in keep:
+                continue
+            layers = [channel_groups.node_label(a.node) for a in group.producers]
+            rows.append({"group": group.id, "channels": group.channels, "kept": len(keep[group.id]),
+                         "layers": layers, "why": f"lowest {criterion[group.id]} importance"})
+            more = f" +{len(layers) - 1}" if len(layers) > 1 else ""
+            self.note(f"group {group.id} ({layers[0]}{more}): {group.channels} -> {len(keep[group.id])} channels, lowest {criterion[group.id]}")
+        self.report = {"groups": rows, "macs_before": cost.macs, "macs_after": int(macs_after),
+                       "params_before": cost.params, "params_after": int(params_after)}
+        self.stats["macs before"], self.stats["macs after"] = cost.macs, int(macs_after)
+        self.stats["params before"], self.stats["params after"] = cost.params, int(params_after)
+
+    def _measure(self, original, model, holdout) -> None:
+        self.fidelity = measure_fidelity(original, model, holdout)
+        text = ", ".join(f"{k} {v:.4g}" for k, v in self.fidelity.items())
+        self.note(f"output error on {len(holdout)} held-back calibration feeds: {text}")
+        self.stats["sqnr_db x100"] = int(round(100 * self.fidelity["sqnr_db"])) if np.isfinite(self.fidelity["sqnr_db"]) else 0
+
+
+def measure_fidelity(reference: ir.Model, model: ir.Model, feeds) -> dict[str, float]:
+    """SQNR (dB, over all outputs and feeds), mean cosine, and top-1 agreement for 2-D outputs."""
+    sess_ref, sess = runtime.session(reference), runtime.session(model)
+    signal = noise = 0.0
+    cosines, agree, total = [], 0, 0
+    for feed in feeds:
+        want, got = runtime.run(sess_ref, feed), runtime.run(sess, feed)
+        for name, ref in want.items():
+            if ref.dtype.kind != "f":
+                continue
+            errors = output_errors(ref, got[name])
+            cosines.append(errors["cosine"])
+            signal += float(np.sum(ref.astype(np.float64) ** 2))
+            noise += float(np.sum((ref.astype(np.float64) - got[name]) ** 2))
+            if ref.ndim == 2 and ref.shape[1] > 1:
+                agree += int(np.sum(ref.argmax(1) == got[name].argmax(1)))
+                total += ref.shape[0]
+    result = {"sqnr_db": 10 * np.log10(signal / noise) if noise > 0 else float("inf"), "cosine": float(np.mean(cosines))}
+    if total:
+        result["top1_agreement"] = agree / total
+    return result
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without the node name, for counting."""
+    for marker in ("graph input", "graph output", "grouped", "attention", "channel shuffle", "Shape", "reduces", "normalizes",
+                   "computed target shape", "untracked", "does not model", "LRN", "mixes"):
+        if marker in reason:
+            return marker
+    return reason.split("'")[0].strip()
