@@ -2,8 +2,13 @@
 
 Rules:
 - ``infer`` runs ONNX's shape inference (with data propagation, so Shape->Gather->Concat chains get
-  values) and copies the results into the IR's values; existing value_info is cleared first because
-  ONNX Runtime ignores stale entries but other tools trust them.
+  values) and copies the results into the IR's values: every node output of the main graph and of
+  its subgraphs (If/Loop/Scan bodies) gets the inferred type and shape, and a node output that
+  inference says nothing about loses its shape (its type stays), so that a shape made stale by a
+  rewrite cannot survive. Graph inputs and initializers keep theirs; model-local functions are not
+  touched (inference does not report their values). Existing value_info is cleared first because
+  ONNX Runtime ignores stale entries but other tools trust them. When inference fails as a whole
+  (e.g. on a model it cannot read), nothing changes.
 - ``fix_input_shapes`` replaces the dimensions of the named graph inputs. Naming an input that does not
   exist, or giving a rank that differs from a declared one, is a ``UsageError``. Dimensions not fixed
   stay symbolic.
@@ -69,7 +74,7 @@ def has_symbolic_inputs(model: ir.Model) -> list[str]:
 
 
 def infer(model: ir.Model) -> ir.Model:
-    """Infer shapes and types in place (values of the main graph; subgraphs keep theirs)."""
+    """Infer shapes and types in place: node outputs of the main graph and its subgraphs."""
     proto = ir.serde.serialize_model(model)
     del proto.graph.value_info[:]
     _drop_large_tensor_data(proto.graph)
@@ -77,19 +82,45 @@ def infer(model: ir.Model) -> ir.Model:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # inference is best-effort: models with custom ops may not infer
         return model
-    infos = {vi.name: vi for vi in (*inferred.graph.value_info, *inferred.graph.output)}
-    for node in model.graph:
-        for value in node.outputs:
-            info = infos.get(value.name)
-            if info is None or not info.type.HasField("tensor_type"):
-                continue
-            tensor_type = info.type.tensor_type
-            if tensor_type.elem_type:
-                value.dtype = ir.DataType(tensor_type.elem_type)
-            if tensor_type.HasField("shape"):
-                dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim]
-                value.shape = ir.Shape(dims)
+    _copy_inferred(model.graph, inferred.graph)
     return model
+
+
+def _copy_inferred(graph: ir.Graph, proto: onnx.GraphProto) -> None:
+    """Copy the inferred types and shapes of ``proto`` (the inferred form of ``graph``) into it.
+
+    Serialization keeps node order and attributes, so a node and its proto pair up by position and
+    a subgraph by its attribute's name, whatever the names of their values.
+    """
+    infos = {info.name: info for info in (*proto.value_info, *proto.output)}
+    if len(proto.node) != len(graph):
+        return  # not the graph it was serialized from: pair nothing rather than pair wrongly
+    for node, node_proto in zip(graph, proto.node):
+        for value in node.outputs:
+            _set_type_and_shape(value, infos.get(value.name))
+        for attribute_proto in node_proto.attribute:
+            attribute = node.attributes.get(attribute_proto.name)
+            if attribute is None or attribute.is_ref():
+                continue
+            if attribute_proto.type == onnx.AttributeProto.GRAPH:
+                _copy_inferred(attribute.value, attribute_proto.g)
+            elif attribute_proto.type == onnx.AttributeProto.GRAPHS:
+                for subgraph, subgraph_proto in zip(attribute.value, attribute_proto.graphs):
+                    _copy_inferred(subgraph, subgraph_proto)
+
+
+def _set_type_and_shape(value: ir.Value, info: onnx.ValueInfoProto | None) -> None:
+    if info is None or not info.type.HasField("tensor_type"):
+        value.shape = None
+        return
+    tensor_type = info.type.tensor_type
+    if tensor_type.elem_type:
+        value.dtype = ir.DataType(tensor_type.elem_type)
+    if tensor_type.HasField("shape"):
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim]
+        value.shape = ir.Shape(dims)
+    else:
+        value.shape = None
 
 
 # Inference needs the values of small integer tensors (shapes, axes) but only the type of weights;

@@ -23,8 +23,8 @@ from collections.abc import Hashable
 
 import onnx_ir as ir
 
-from passes.base import Pass, PassResult, all_graphs, is_standard_domain, register
-from passes.fold.eliminate_noop import GraphLike, can_replace_values, replace_value
+from passes.base import Pass, PassResult, all_graphs, register
+from passes.fold._rewrite import GraphLike, can_replace_values, replace_value, standard_nodes
 
 _NON_DETERMINISTIC = frozenset(
     {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"}
@@ -64,8 +64,8 @@ class EliminateCommonPass(Pass):
     def _eliminate_subexpressions(self, graph: GraphLike) -> bool:
         kept: dict[Hashable, ir.Node] = {}
         modified = False
-        for node in list(graph):
-            key = self._node_key(node)
+        for _, node in standard_nodes([graph], self.note):
+            key = _node_key(node)
             if key is None:
                 continue
             original = kept.get(key)
@@ -81,21 +81,19 @@ class EliminateCommonPass(Pass):
             modified = True
         return modified
 
-    def _node_key(self, node: ir.Node) -> Hashable | None:
-        """What makes two nodes compute the same thing; None for nodes never merged."""
-        if not is_standard_domain(node):
-            self.note(f"node {node.name or node.op_type} (domain {node.domain}): unknown custom op left alone")
+
+def _node_key(node: ir.Node) -> Hashable | None:
+    """What makes two nodes compute the same thing; None for nodes never merged."""
+    if node.op_type in _NON_DETERMINISTIC or not node.outputs:
+        return None
+    attributes = []
+    for name, attr in sorted(node.attributes.items()):
+        value = _attribute_key(attr)
+        if value is None:
             return None
-        if node.op_type in _NON_DETERMINISTIC or not node.outputs:
-            return None
-        attributes = []
-        for name, attr in sorted(node.attributes.items()):
-            value = _attribute_key(attr)
-            if value is None:
-                return None
-            attributes.append((name, value))
-        inputs = tuple(id(value) if value is not None else None for value in node.inputs)
-        return (node.domain, node.op_type, node.overload, node.version, len(node.outputs), inputs, tuple(attributes))
+        attributes.append((name, value))
+    inputs = tuple(id(value) if value is not None else None for value in node.inputs)
+    return (node.domain, node.op_type, node.overload, node.version, len(node.outputs), inputs, tuple(attributes))
 
 
 def _attribute_key(attr: ir.Attr) -> Hashable | None:

@@ -36,8 +36,8 @@ import onnx_ir as ir
 from onnx.reference import ReferenceEvaluator
 
 from ir.shapes import infer as infer_shapes
-from passes.base import Pass, PassResult, is_standard_domain, register
-from passes.fold.fold_batchnorm import constant_array, describe, rewritable_graphs
+from passes.base import Pass, PassResult, register
+from passes.fold._rewrite import constant_array, describe, rewritable_graphs, standard_nodes, static_dims
 
 RANDOM_OPS = frozenset(
     {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
@@ -70,8 +70,7 @@ class FoldConstantsPass(Pass):
         modified |= self._lift_constant_nodes(model)
         for _ in range(MAX_ROUNDS):
             infer_shapes(model)
-            folded = sum(self._fold_graph(graph, model.opset_imports) for graph in rewritable_graphs(model))
-            if not folded:
+            if not self._fold_nodes(model):
                 break
             modified = True
         return PassResult(model, modified=modified)
@@ -120,17 +119,13 @@ class FoldConstantsPass(Pass):
 
     # Rules 3-5 ----------------------------------------------------------------------------------
 
-    def _fold_graph(self, graph: ir.Graph, opsets: dict[str, int]) -> int:
+    def _fold_nodes(self, model: ir.Model) -> int:
         folded = 0
-        for node in list(graph):
-            if not is_standard_domain(node):
-                self.note(f"{describe(node)} (domain {node.domain}): unknown custom op left alone")
-                continue
-            tensors = self._fold_node(node, opsets)
-            if tensors is None:
-                continue
-            _replace_by_initializer(graph, node, tensors)
-            folded += 1
+        for graph, node in standard_nodes(rewritable_graphs(model), self.note):
+            tensors = self._fold_node(node, model.opset_imports)
+            if tensors is not None:
+                _replace_by_initializer(graph, node, tensors)
+                folded += 1
         return folded
 
     def _fold_node(self, node: ir.Node, opsets: dict[str, int]) -> list[ir.TensorProtocol] | None:
@@ -186,18 +181,9 @@ def _has_graph_attribute(node: ir.Node) -> bool:
     return any(attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for attr in node.attributes.values())
 
 
-def _static_dims(value: ir.Value) -> list[int] | None:
-    if value is None or value.shape is None:
-        return None
-    dims = list(value.shape)
-    if not all(isinstance(d, int) and d >= 0 for d in dims):
-        return None
-    return dims
-
-
 def _shape_only_result(node: ir.Node) -> np.ndarray | None:
     """Shape/Size of a value with a fully static shape, computed from the shape alone."""
-    dims = _static_dims(node.inputs[0])
+    dims = static_dims(node.inputs[0])
     if dims is None:
         return None
     if node.op_type == "Size":
@@ -212,7 +198,7 @@ def _declared_bytes(outputs) -> int | None:
     """The outputs' size as declared by shape inference, when every output's is static."""
     total = 0
     for out in outputs:
-        dims = _static_dims(out)
+        dims = static_dims(out)
         if dims is None or out.dtype is None or out.dtype == ir.DataType.STRING:
             return None
         total += int(np.prod(dims, dtype=np.int64) * out.dtype.itemsize)

@@ -24,7 +24,8 @@ import math
 import onnx_ir as ir
 
 from passes.base import Pass, PassResult, all_graphs, is_standard_domain, register
-from passes.fold.eliminate_noop import (
+from passes.fold._rewrite import (
+    attribute_ints,
     GraphLike,
     constant_array,
     constant_ints,
@@ -33,6 +34,7 @@ from passes.fold.eliminate_noop import (
     normalize_axes,
     outputs_unused,
     rank_of,
+    standard_nodes,
 )
 
 
@@ -43,13 +45,9 @@ class FoldPadPass(Pass):
     def call(self, model: ir.Model) -> PassResult:
         opset = default_opset(model)
         modified = False
-        for graph in list(all_graphs(model)):
-            for node in list(graph):
-                if not is_standard_domain(node):
-                    self.note(f"node {node.name or node.op_type} (domain {node.domain}): unknown custom op left alone")
-                    continue
-                if node.op_type == "Pad" and node.graph is not None and self._fold(graph, node, opset):
-                    modified = True
+        for graph, node in standard_nodes(all_graphs(model), self.note):
+            if node.op_type == "Pad" and self._fold(graph, node, opset):
+                modified = True
         return PassResult(model, modified=modified)
 
     def _fold(self, graph: GraphLike, pad: ir.Node, opset: int) -> bool:
@@ -78,13 +76,12 @@ def _pad_spec(pad: ir.Node, opset: int) -> tuple[list[int], float] | None:
     if pad.attributes.get_string("mode", "constant") != "constant" or opset < 2:
         return None
     if opset < 11:
-        attr = pad.attributes.get_ints("pads")
-        pads = list(attr) if attr is not None else None
+        pads = attribute_ints(pad, "pads")
         pad_value = pad.attributes.get_float("value", 0.0)
     else:
         pads = _full_pads(pad)
         value_input = input_at(pad, 2)
-        constant = constant_array(value_input) if value_input is not None else None
+        constant = constant_array(value_input)
         if value_input is not None and (constant is None or constant.size != 1):
             return None
         pad_value = float(constant.reshape(-1)[0]) if constant is not None else 0.0
@@ -138,7 +135,6 @@ def _accepts(node: ir.Node, pad_value: float, spatial_rank: int) -> bool:
 
 def _add_pads(node: ir.Node, begin: list[int], end: list[int]) -> None:
     spatial = len(begin)
-    existing = node.attributes.get_ints("pads")
-    current = list(existing) if existing is not None else [0] * (2 * spatial)
+    current = attribute_ints(node, "pads") or [0] * (2 * spatial)
     merged = [a + b for a, b in zip(current, [*begin, *end])]
     node.attributes["pads"] = ir.AttrInt64s("pads", merged)

@@ -24,7 +24,9 @@ use is the Conv, X not a graph output):
 In every case the weight and bias must be constants used by that layer alone ("refused: shared
 weight" counts the refusals); they keep their data type (float64 arithmetic, cast back).
 The main graph and its subgraphs are visited; model-local functions are not (they cannot hold
-initializers). Nodes of non-standard domains are never touched (noted).
+initializers). A layer may sit in an enclosing graph, except when the node that goes is a subgraph
+output: its name cannot move to an outer value. Nodes of non-standard domains are never touched
+(noted).
 """
 
 from __future__ import annotations
@@ -32,21 +34,24 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from passes.base import Pass, PassResult, is_standard_domain, register
-from passes.fold.fold_batchnorm import (
+from passes.base import Pass, PassResult, register
+from passes.fold._rewrite import (
     Layout,
+    UniqueNames,
     add_output_bias,
-    bypass,
+    bypass_node,
+    can_replace,
     channel_vector,
     constant_array,
-    describe,
+    constant_operand,
     is_inference_batchnorm,
-    is_private,
     output_layout,
     overwrite_constant,
+    private_producer,
+    rank_of,
     rewritable_graphs,
     scale_output_channels,
-    value_rank,
+    standard_nodes,
     weights_refusal,
 )
 
@@ -58,19 +63,14 @@ class FoldScalePass(Pass):
     name = "fold-scale"
 
     def call(self, model: ir.Model) -> PassResult:
+        names = UniqueNames(model)
         folded = 0
-        for graph in rewritable_graphs(model):
-            for node in list(graph):
-                if node.graph is None:  # removed by an earlier rewrite in this run
-                    continue
-                if not is_standard_domain(node):
-                    self.note(f"{describe(node)} (domain {node.domain}): unknown custom op left alone")
-                    continue
-                if node.op_type in ("Mul", "Div") and self._fold_after_layer(node):
-                    self.stats["scales folded after a layer"] += 1
-                    folded += 1
-                elif node.op_type == "Conv" and self._fold_before_conv(node):
-                    folded += 1
+        for _, node in standard_nodes(rewritable_graphs(model), self.note):
+            if node.op_type in ("Mul", "Div") and self._fold_after_layer(node):
+                self.stats["scales folded after a layer"] += 1
+                folded += 1
+            elif node.op_type == "Conv" and self._fold_before_conv(node, names):
+                folded += 1
         return PassResult(model, modified=folded > 0)
 
     # After a layer -------------------------------------------------------------------------------
@@ -93,27 +93,28 @@ class FoldScalePass(Pass):
         if not self._weights_writable(layer):
             return False
         scale_output_channels(layer, s)
-        bypass(op, layer_output)
+        bypass_node(op.graph, op, layer_output)
         return True
 
     # Before a Conv -------------------------------------------------------------------------------
 
-    def _fold_before_conv(self, conv: ir.Node) -> bool:
+    def _fold_before_conv(self, conv: ir.Node, names: UniqueNames) -> bool:
         x = conv.inputs[0]
-        op = x.producer() if x is not None else None
-        if op is None or op.op_type not in ("Mul", "Div", "Add", "Sub") or not is_standard_domain(op):
-            return False
-        if not is_private(x) or len(conv.inputs) < 2:
+        op = private_producer(x, ("Mul", "Div", "Add", "Sub")) if x is not None else None
+        if op is None or len(conv.inputs) < 2:
             return False
         weight = constant_array(conv.inputs[1])
         if weight is None or weight.ndim < 3:
             return False
-        z, constant = _variable_and_constant(op)
-        if z is None or (op.op_type in ("Div", "Sub") and op.inputs[0] is not z):
+        operand = constant_operand(op)
+        if operand is None:
             return False
+        z, constant, position = operand
+        if op.op_type in ("Div", "Sub") and position == 0:
+            return False  # c / Z and c - Z are not a scale or a shift of Z
         groups = conv.attributes.get_int("group", 1)
         in_layout = Layout(weight.shape[1] * groups, weight.ndim, 1)
-        if value_rank(z) != weight.ndim:
+        if rank_of(z) != weight.ndim:
             return False  # a lower-rank Z would be broadcast up by the Mul/Add itself
         c = channel_vector(constant, in_layout)
         if c is None:
@@ -134,9 +135,9 @@ class FoldScalePass(Pass):
             sign = 1.0 if op.op_type == "Add" else -1.0
             spatial = tuple(range(2, weight.ndim))
             shift = (weight.astype(np.float64).sum(axis=spatial) * per_filter).sum(axis=1) * sign
-            add_output_bias(conv, shift)
+            add_output_bias(conv, shift, names)
             self.stats["shifts folded into a following conv"] += 1
-        bypass(op, z)
+        bypass_node(op.graph, op, z)
         return True
 
     def _weights_writable(self, layer: ir.Node) -> bool:
@@ -149,33 +150,16 @@ class FoldScalePass(Pass):
 
 def _layer_and_constant(op: ir.Node):
     """(layer, layer output, constant) when op multiplies or divides a private layer output by a constant."""
-    variable, constant = _variable_and_constant(op)
-    if variable is None:
+    operand = constant_operand(op)
+    if operand is None:
         return None
-    if op.op_type == "Div" and op.inputs[0] is not variable:
+    variable, constant, position = operand
+    if op.op_type == "Div" and position == 0:
         return None  # c / Y is not a scale of Y
-    layer = variable.producer()
-    if layer is None or layer.op_type not in SCALED_LAYERS or not is_standard_domain(layer):
-        return None
-    if not is_private(variable) or variable is not layer.outputs[0]:
+    layer = private_producer(variable, SCALED_LAYERS)
+    if layer is None or not can_replace(op.graph, op.outputs[0], variable):
         return None
     return layer, variable, constant
-
-
-def _variable_and_constant(op: ir.Node):
-    """(the non-constant input, the other input's constant array) of a binary op, or (None, None)."""
-    if len(op.inputs) != 2 or any(v is None for v in op.inputs):
-        return None, None
-    first, second = (constant_array(v) for v in op.inputs)
-    if second is not None and first is None:
-        variable, constant = op.inputs[0], second
-    elif first is not None and second is None:
-        variable, constant = op.inputs[1], first
-    else:
-        return None, None
-    if constant.dtype.kind != "f":
-        return None, None
-    return variable, constant
 
 
 def _per_filter_input_values(c: np.ndarray, out_channels: int, groups: int) -> np.ndarray:

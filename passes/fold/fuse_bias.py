@@ -10,32 +10,39 @@ Rules (Y = layer output, Y's only use is the Add/Sub, Y not a graph output, a a 
 - inference BatchNormalization, then the same with a per channel on axis 1: B += a.
 - MatMul(A, W) with A and W both 2-D and a floating-point type, then Y + a (or Y - a) with a a
   1-D bias ([N], [1, N] or a scalar): the pair becomes Gemm(A, W, a). W need not be constant.
-  A MatMul on higher-rank inputs is left alone (Gemm is 2-D only).
+  A MatMul on higher-rank inputs, or in another graph than the Add, is left alone (Gemm is 2-D
+  only, and replaces both nodes in one graph).
 The existing bias must be a constant used by that layer alone ("refused: shared weight" counts the
 refusals); biases keep their data type (float64 arithmetic, cast back). The Add/Sub's output name
 is kept when it is a graph output.
 The main graph and its subgraphs are visited; model-local functions are not (they cannot hold
-initializers). Nodes of non-standard domains are never touched (noted).
+initializers). A layer may sit in an enclosing graph, except when the node that goes is a subgraph
+output: its name cannot move to an outer value. Nodes of non-standard domains are never touched
+(noted).
 """
 
 from __future__ import annotations
 
 import onnx_ir as ir
 
-from passes.base import Pass, PassResult, is_standard_domain, register
-from passes.fold.fold_batchnorm import (
+from passes.base import Pass, PassResult, register
+from passes.fold._rewrite import (
     Layout,
-    add_initializer,
+    UniqueNames,
+    add_constant,
     add_output_bias,
-    bypass,
+    bypass_node,
+    can_replace,
     channel_vector,
-    constant_array,
-    describe,
+    constant_operand,
+    input_at,
     is_inference_batchnorm,
-    is_private,
     output_layout,
+    overwrite_refusal,
+    private_producer,
+    rank_of,
     rewritable_graphs,
-    value_rank,
+    standard_nodes,
 )
 
 BIASED_LAYERS = ("Conv", "ConvTranspose", "Gemm", "BatchNormalization")
@@ -47,26 +54,21 @@ class FuseBiasPass(Pass):
     name = "fuse-bias"
 
     def call(self, model: ir.Model) -> PassResult:
+        names = UniqueNames(model)
         fused = 0
         gemm_opset = model.opset_imports.get("", 0) >= 7  # Gemm broadcasts C from opset 7
-        for graph in rewritable_graphs(model):
-            for node in list(graph):
-                if node.graph is None:  # removed by an earlier rewrite in this run
-                    continue
-                if not is_standard_domain(node):
-                    self.note(f"{describe(node)} (domain {node.domain}): unknown custom op left alone")
-                    continue
-                if node.op_type not in ("Add", "Sub"):
-                    continue
-                if self._fuse_into_bias(node):
-                    self.stats["biases fused"] += 1
-                    fused += 1
-                elif gemm_opset and self._fuse_matmul_into_gemm(node):
-                    self.stats["matmul+add to gemm"] += 1
-                    fused += 1
+        for _, node in standard_nodes(rewritable_graphs(model), self.note):
+            if node.op_type not in ("Add", "Sub"):
+                continue
+            if self._fuse_into_bias(node, names):
+                self.stats["biases fused"] += 1
+                fused += 1
+            elif gemm_opset and self._fuse_matmul_into_gemm(node, names):
+                self.stats["matmul+add to gemm"] += 1
+                fused += 1
         return PassResult(model, modified=fused > 0)
 
-    def _fuse_into_bias(self, op: ir.Node) -> bool:
+    def _fuse_into_bias(self, op: ir.Node, names: UniqueNames) -> bool:
         match = _layer_output_and_bias(op, BIASED_LAYERS)
         if match is None:
             return False
@@ -83,17 +85,21 @@ class FuseBiasPass(Pass):
         if refusal is not None:
             self.stats[f"refused: {refusal}"] += 1
             return False
-        add_output_bias(layer, sign * shift)
-        bypass(op, layer_output)
+        if not can_replace(op.graph, op.outputs[0], layer_output):
+            return False  # the Add's graph output name cannot move onto a value of another graph
+        add_output_bias(layer, sign * shift, names)
+        bypass_node(op.graph, op, layer_output)
         return True
 
-    def _fuse_matmul_into_gemm(self, op: ir.Node) -> bool:
+    def _fuse_matmul_into_gemm(self, op: ir.Node, names: UniqueNames) -> bool:
         match = _layer_output_and_bias(op, ("MatMul",))
         if match is None:
             return False
         matmul, product, bias, sign = match
+        if matmul.graph is not op.graph:
+            return False  # the Gemm replaces both nodes, so they must be in one graph
         a, w = matmul.inputs
-        if value_rank(a) != 2 or value_rank(w) != 2 or a.dtype not in GEMM_TYPES:
+        if rank_of(a) != 2 or rank_of(w) != 2 or a.dtype not in GEMM_TYPES:
             return False
         columns = w.shape[1]
         if not isinstance(columns, int) or bias.ndim > 2 or (bias.ndim == 2 and bias.shape[0] != 1):
@@ -102,33 +108,26 @@ class FuseBiasPass(Pass):
         if shift is None:
             return False
         graph = op.graph
-        c = add_initializer(graph, f"{product.name}_bias", (sign * shift).astype(bias.dtype))
+        c = add_constant(graph, names, (sign * shift).astype(bias.dtype), f"{product.name}_bias")
         gemm = ir.node("Gemm", [a, w, c])  # the graph's name authority gives it a unique name
         graph.insert_before(matmul, gemm)
         gemm.outputs[0].dtype = op.outputs[0].dtype
         gemm.outputs[0].shape = op.outputs[0].shape
-        bypass(op, gemm.outputs[0])
+        bypass_node(graph, op, gemm.outputs[0])
         graph.remove(matmul, safe=True)
         return True
 
 
 def _layer_output_and_bias(op: ir.Node, layer_ops):
     """(layer, its output, constant addend, sign) for Y + a, a + Y or Y - a after one of layer_ops."""
-    if len(op.inputs) != 2 or any(v is None for v in op.inputs):
+    operand = constant_operand(op)
+    if operand is None:
         return None
-    first, second = (constant_array(v) for v in op.inputs)
-    if second is not None and first is None:
-        variable, bias = op.inputs[0], second
-    elif first is not None and second is None and op.op_type == "Add":
-        variable, bias = op.inputs[1], first
-    else:
+    variable, bias, position = operand
+    if op.op_type == "Sub" and position == 0:
         return None  # a - Y negates Y: not a bias
-    if bias.dtype.kind != "f":
-        return None
-    layer = variable.producer()
-    if layer is None or layer.op_type not in layer_ops or not is_standard_domain(layer):
-        return None
-    if not is_private(variable) or variable is not layer.outputs[0]:
+    layer = private_producer(variable, layer_ops)
+    if layer is None:
         return None
     sign = 1.0 if op.op_type == "Add" else -1.0
     return layer, variable, bias, sign
@@ -136,15 +135,7 @@ def _layer_output_and_bias(op: ir.Node, layer_ops):
 
 def _bias_refusal(layer: ir.Node) -> str | None:
     """Why the layer's bias cannot be rewritten in place (None when it can, or is absent)."""
-    index = 2
-    if index >= len(layer.inputs) or layer.inputs[index] is None:
+    bias = input_at(layer, 2)
+    if bias is None:
         return None if layer.op_type != "BatchNormalization" else "bias not constant"
-    bias = layer.inputs[index]
-    array = constant_array(bias)
-    if array is None:
-        return "bias not constant"
-    if array.dtype.kind != "f":
-        return "bias not floating point"
-    if not is_private(bias):
-        return "shared weight"
-    return None
+    return overwrite_refusal(bias, "bias")

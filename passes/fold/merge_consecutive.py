@@ -33,7 +33,8 @@ import onnx_ir as ir
 
 from ir import shapes
 from passes.base import Pass, PassResult, all_graphs, is_standard_domain, register
-from passes.fold.eliminate_noop import (
+from passes.fold._rewrite import (
+    attribute_ints,
     GraphLike,
     UniqueNames,
     add_constant,
@@ -42,13 +43,17 @@ from passes.fold.eliminate_noop import (
     constant_ints,
     default_opset,
     input_at,
+    is_private,
     known_dims,
+    name_base,
     normalize_axes,
     rank_of,
     remove_if_unused,
     replace_value,
     slice_params,
+    standard_nodes,
     static_dims,
+    transpose_perm,
 )
 
 _VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
@@ -63,17 +68,11 @@ class MergeConsecutivePass(Pass):
         self._opset = default_opset(model)
         self._names = UniqueNames(model)
         modified = False
-        for graph in list(all_graphs(model)):
-            for node in list(graph):
-                if node.graph is None:
-                    continue  # removed earlier in this walk
-                if not is_standard_domain(node):
-                    self.note(f"node {node.name or node.op_type} (domain {node.domain}): unknown custom op left alone")
-                    continue
-                outcome = self._merge(graph, node)
-                if outcome:
-                    self.stats[outcome] += 1
-                    modified = True
+        for graph, node in standard_nodes(all_graphs(model), self.note):
+            outcome = self._merge(graph, node)
+            if outcome:
+                self.stats[outcome] += 1
+                modified = True
         return PassResult(model, modified=modified)
 
     def _merge(self, graph: GraphLike, second: ir.Node) -> str | None:
@@ -87,7 +86,7 @@ class MergeConsecutivePass(Pass):
             return self._merge_transposes(graph, first, second)
         if pair in (("Unsqueeze", "Squeeze"), ("Squeeze", "Unsqueeze")) and self._cancel(graph, first, second):
             return f"{first.op_type}->{second.op_type} cancelled"
-        if not _sole_consumer(data, second):
+        if not is_private(data):  # second is then its only consumer
             return None
         if pair in (("Squeeze", "Squeeze"), ("Unsqueeze", "Unsqueeze")) and self._combine_axes(graph, first, second):
             return f"{first.op_type}->{second.op_type} merged"
@@ -102,7 +101,7 @@ class MergeConsecutivePass(Pass):
     # Transpose -------------------------------------------------------------------------------------
 
     def _merge_transposes(self, graph: GraphLike, first: ir.Node, second: ir.Node) -> str | None:
-        inner, outer = _permutation(first), _permutation(second)
+        inner, outer = transpose_perm(first), transpose_perm(second)
         if inner is None or outer is None or len(inner) != len(outer):
             return None
         composed = [inner[axis] for axis in outer]
@@ -111,7 +110,7 @@ class MergeConsecutivePass(Pass):
                 return None
             remove_if_unused(graph, first)
             return "Transpose->Transpose cancelled"
-        if not _sole_consumer(first.outputs[0], second):
+        if not is_private(first.outputs[0]):
             return None
         second.attributes["perm"] = ir.AttrInt64s("perm", composed)
         _rewire_and_drop(graph, first, second)
@@ -149,12 +148,11 @@ class MergeConsecutivePass(Pass):
     def _raw_axes(self, node: ir.Node) -> list[int] | None:
         if self._opset >= 13:
             return constant_ints(input_at(node, 1))
-        attr = node.attributes.get_ints("axes")
-        return list(attr) if attr is not None else None
+        return attribute_ints(node, "axes")
 
     def _set_axes(self, graph: GraphLike, node: ir.Node, axes: list[int]) -> None:
         if self._opset >= 13:
-            value = add_constant(graph, self._names, np.array(axes, dtype=np.int64), f"{_label(node)}_axes", node)
+            value = add_constant(graph, self._names, np.array(axes, dtype=np.int64), f"{name_base(node)}_axes", node)
             node.replace_input_with(1, value)
         else:
             node.attributes["axes"] = ir.AttrInt64s("axes", axes)
@@ -172,7 +170,7 @@ class MergeConsecutivePass(Pass):
         dims = self._result_dims(second, first)
         if dims is None:
             return False
-        value = add_constant(graph, self._names, np.array(dims, dtype=np.int64), f"{_label(second)}_shape", second)
+        value = add_constant(graph, self._names, np.array(dims, dtype=np.int64), f"{name_base(second)}_shape", second)
         second.replace_input_with(1, value)
         _rewire_and_drop(graph, first, second)
         return True
@@ -181,7 +179,7 @@ class MergeConsecutivePass(Pass):
         dims = self._result_dims(second, first)
         if dims is None:
             return False
-        shape = add_constant(graph, self._names, np.array(dims, dtype=np.int64), f"{_label(second)}_shape", second)
+        shape = add_constant(graph, self._names, np.array(dims, dtype=np.int64), f"{name_base(second)}_shape", second)
         return self._substitute(graph, first, second, "Reshape", [first.inputs[0], shape], {})
 
     def _result_dims(self, second: ir.Node, first: ir.Node) -> list[int] | None:
@@ -208,15 +206,15 @@ class MergeConsecutivePass(Pass):
         begin = clamp_index(start, size)
         if clamp_index(end, size) - begin != 1:
             return False
-        index = add_constant(graph, self._names, np.array(begin, dtype=np.int64), f"{_label(second)}_index", second)
+        index = add_constant(graph, self._names, np.array(begin, dtype=np.int64), f"{name_base(second)}_index", second)
         return self._substitute(graph, first, second, "Gather", [first.inputs[0], index], {"axis": axis})
 
     def _substitute(self, graph: GraphLike, first: ir.Node, second: ir.Node, op_type: str, inputs, attributes) -> bool:
         """Replace the pair by one new node computing ``second``'s (single) output from ``first``'s input."""
         original = second.outputs[0]
-        node = ir.node(op_type, inputs, attributes, name=self._names.fresh(f"{_label(second)}_{op_type.lower()}"))
+        node = ir.node(op_type, inputs, attributes, name=self._names.fresh(f"{name_base(second)}_{op_type.lower()}"))
         result = node.outputs[0]
-        result.name = self._names.fresh(f"{original.name or _label(second)}_{op_type.lower()}")
+        result.name = self._names.fresh(f"{original.name or name_base(second)}_{op_type.lower()}")
         result.type, result.shape = original.type, original.shape
         graph.insert_before(second, node)
         # A fresh value made in this graph can always take over, a graph output's name included.
@@ -306,24 +304,7 @@ def _unsqueeze_axes(inner: list[int] | None, outer: list[int] | None, source_ran
     return [axis for axis, kind in enumerate(layout) if kind == "new"]
 
 
-def _permutation(node: ir.Node) -> list[int] | None:
-    perm = node.attributes.get_ints("perm")
-    if perm is not None:
-        return list(perm)
-    rank = rank_of(node.inputs[0])
-    return list(reversed(range(rank))) if rank is not None else None
-
-
-def _sole_consumer(value: ir.Value, node: ir.Node) -> bool:
-    uses = value.uses()
-    return len(uses) == 1 and uses[0].node is node and not value.is_graph_output()
-
-
 def _rewire_and_drop(graph: GraphLike, first: ir.Node, second: ir.Node) -> None:
     """``second`` reads ``first``'s data input; ``first`` has no consumer left and goes."""
     second.replace_input_with(0, first.inputs[0])
     remove_if_unused(graph, first)
-
-
-def _label(node: ir.Node) -> str:
-    return node.name or node.outputs[0].name or node.op_type

@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-import numpy as np
 import onnx_ir as ir
 import pytest
 
-from ir import io, runtime
+from conftest import (
+    apply_pass,
+    assert_same_outputs,
+    assert_same_outputs_in_both_branches,
+    model_text,
+    op_types,
+    then_branch,
+)
 from passes.base import create
 
 
 def apply(text: str):
-    model = ir.from_onnx_text(text)
-    before = io.copy_model(model)
-    common = create("eliminate-common")
-    result = common(model)
-    return before, result, common
-
-
-def op_types(model: ir.Model) -> list[str]:
-    return [node.op_type for node in model.graph]
-
-
-def assert_same_outputs(before: ir.Model, after: ir.Model) -> None:
-    feeds = runtime.generate_inputs(before)
-    difference = runtime.compare(runtime.run(before, feeds), runtime.run(after, feeds))
-    assert difference["max_abs"] == 0, difference
-
-
-def model_text(body: str, outputs: str = "float[2,3] y", inits: str = "", opset: int = 17) -> str:
-    initializers = f"<{inits}>" if inits else ""
-    return f"""
-    <ir_version: 8, opset_import: ["" : {opset}]>
-    g (float[2,3] x) => ({outputs}) {initializers} {{
-        {body}
-    }}
-    """
+    return apply_pass("eliminate-common", text)
 
 
 def test_identical_nodes_become_one():
@@ -147,15 +129,13 @@ def test_control_flow_nodes_are_not_merged_but_their_bodies_are_simplified():
         y = Add(i1, i2)
     }}
     """
-    model = ir.from_onnx_text(text)
-    before = io.copy_model(model)
-    assert create("eliminate-common")(model).modified
+    before, result, _ = apply(text)
+    assert result.modified
+    model = result.model
     assert op_types(model) == ["If", "If", "Add"]
-    first_then = next(iter(model.graph)).attributes["then_branch"].value
+    first_then = then_branch(model)
     assert [n.op_type for n in first_then] == ["Relu", "Add"]
-    for flag in (True, False):
-        feeds = {"c": np.array(flag), "x": np.arange(6, dtype=np.float32).reshape(2, 3) - 2}
-        assert runtime.compare(runtime.run(before, feeds), runtime.run(model, feeds))["max_abs"] == 0
+    assert_same_outputs_in_both_branches(before, model)
 
 
 def test_custom_domain_nodes_are_left_alone_and_noted():

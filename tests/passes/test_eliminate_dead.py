@@ -5,26 +5,12 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from ir import io, runtime
+from conftest import apply_pass, assert_same_outputs, branch_model_text, op_types, then_branch
 from passes.base import create
 
 
 def apply(text: str):
-    model = ir.from_onnx_text(text)
-    before = io.copy_model(model)
-    dead = create("eliminate-dead")
-    result = dead(model)
-    return before, result, dead
-
-
-def op_types(model: ir.Model) -> list[str]:
-    return [node.op_type for node in model.graph]
-
-
-def assert_same_outputs(before: ir.Model, after: ir.Model) -> None:
-    feeds = runtime.generate_inputs(before)
-    difference = runtime.compare(runtime.run(before, feeds), runtime.run(after, feeds))
-    assert difference["max_abs"] == 0, difference
+    return apply_pass("eliminate-dead", text)
 
 
 def test_a_dead_chain_goes_in_one_run():
@@ -67,36 +53,19 @@ def test_unused_initializers_go_but_graph_input_initializers_stay():
     assert sorted(result.model.graph.initializers) == ["overridable", "w"]
     assert dead.stats["initializers removed"] == 1
     feeds = {"x": np.ones((2, 3), np.float32), "overridable": np.zeros(3, np.float32)}
-    assert runtime.compare(runtime.run(before, feeds), runtime.run(result.model, feeds))["max_abs"] == 0
+    assert_same_outputs(before, result.model, feeds=feeds)
 
 
 def test_dead_nodes_inside_a_subgraph_go():
-    text = """
-    <ir_version: 8, opset_import: ["" : 17]>
-    g (bool c, float[2,3] x) => (float[2,3] y) {
-        y = If(c) <
-            then_branch = then_g () => (float[2,3] t) { t = Relu(x)  unused = Neg(x) },
-            else_branch = else_g () => (float[2,3] e) { e = Neg(x) }
-        >
-    }
-    """
+    text = branch_model_text("t = Relu(x)  unused = Neg(x)")
     model = ir.from_onnx_text(text)
     assert create("eliminate-dead")(model).modified
-    then_branch = next(iter(model.graph)).attributes["then_branch"].value
-    assert [n.op_type for n in then_branch] == ["Relu"]
+    branch = then_branch(model)
+    assert [n.op_type for n in branch] == ["Relu"]
 
 
 def test_values_used_only_inside_a_subgraph_are_alive():
-    text = """
-    <ir_version: 8, opset_import: ["" : 17]>
-    g (bool c, float[2,3] x) => (float[2,3] y) {
-        s = Sigmoid(x)
-        y = If(c) <
-            then_branch = then_g () => (float[2,3] t) { t = Relu(s) },
-            else_branch = else_g () => (float[2,3] e) { e = Neg(x) }
-        >
-    }
-    """
+    text = branch_model_text("t = Relu(s)", before_if="s = Sigmoid(x)")
     _, result, _ = apply(text)
     assert not result.modified
     assert op_types(result.model) == ["Sigmoid", "If"]

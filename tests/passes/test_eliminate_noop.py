@@ -2,41 +2,27 @@
 
 from __future__ import annotations
 
-import numpy as np
 import onnx_ir as ir
 import pytest
 
-from ir import io, runtime
+from conftest import (
+    apply_pass,
+    assert_same_outputs,
+    assert_same_outputs_in_both_branches,
+    branch_model_text,
+    model_text,
+    op_types,
+    then_branch,
+)
 from passes.base import create
 
 
 def apply(text: str):
-    """(model before, model after, pass) for the ONNX text ``text``."""
-    model = ir.from_onnx_text(text)
-    before = io.copy_model(model)
-    noop = create("eliminate-noop")
-    result = noop(model)
-    return before, result, noop
+    return apply_pass("eliminate-noop", text)
 
 
-def op_types(model: ir.Model) -> list[str]:
-    return [node.op_type for node in model.graph]
-
-
-def assert_same_outputs(before: ir.Model, after: ir.Model) -> None:
-    feeds = runtime.generate_inputs(before)
-    difference = runtime.compare(runtime.run(before, feeds), runtime.run(after, feeds))
-    assert difference["max_abs"] <= 1e-6, difference
-
-
-def model_text(body: str, inputs: str = "float[2,3] x", outputs: str = "float[2,3] y", opset: int = 17, inits: str = "") -> str:
-    initializers = f"<{inits}>" if inits else ""
-    return f"""
-    <ir_version: 8, opset_import: ["" : {opset}]>
-    g ({inputs}) => ({outputs}) {initializers} {{
-        {body}
-    }}
-    """
+def assert_equivalent(before: ir.Model, after: ir.Model) -> None:
+    assert_same_outputs(before, after, max_abs=1e-6)
 
 
 # Each case: (body, expected op types after, extra model arguments). The no-op sits between x and Relu.
@@ -83,7 +69,7 @@ def test_noop_is_removed(case):
     assert result.modified
     assert op_types(result.model) == ["Relu"]
     assert sum(noop.stats.values()) == 1
-    assert_same_outputs(before, result.model)
+    assert_equivalent(before, result.model)
 
 
 KEPT = {
@@ -135,7 +121,7 @@ def test_graph_output_keeps_its_name():
     assert op_types(result.model) == ["Relu"]
     assert [v.name for v in result.model.graph.outputs] == ["y"]
     assert result.model.graph.outputs[0].producer().op_type == "Relu"
-    assert_same_outputs(before, result.model)
+    assert_equivalent(before, result.model)
 
 
 def test_identity_between_graph_input_and_output_stays():
@@ -155,7 +141,7 @@ def test_other_consumers_of_the_input_are_kept():
     assert op_types(result.model) == ["Relu", "Add"]
     add = list(result.model.graph)[1]
     assert add.inputs[0] is add.inputs[1]
-    assert_same_outputs(before, result.model)
+    assert_equivalent(before, result.model)
 
 
 def test_chain_of_noops_goes_in_one_run():
@@ -164,7 +150,7 @@ def test_chain_of_noops_goes_in_one_run():
     # The last Identity connects the graph input to the graph output: it must stay.
     assert op_types(result.model) == ["Identity"]
     assert result.model.graph.outputs[0].name == "y"
-    assert_same_outputs(before, result.model)
+    assert_equivalent(before, result.model)
 
 
 def test_custom_domain_node_is_left_alone_and_noted():
@@ -182,25 +168,14 @@ def test_custom_domain_node_is_left_alone_and_noted():
 
 
 def test_noop_inside_if_branch_is_removed():
-    text = """
-    <ir_version: 8, opset_import: ["" : 17]>
-    g (bool c, float[2,3] x) => (float[2,3] y) {
-        y = If(c) <
-            then_branch = then_g () => (float[2,3] t) { r = Relu(x)  t = Identity(r) },
-            else_branch = else_g () => (float[2,3] e) { e = Neg(x) }
-        >
-    }
-    """
-    model = ir.from_onnx_text(text)
-    before = io.copy_model(model)
-    result = create("eliminate-noop")(model)
+    text = branch_model_text("r = Relu(x)  t = Identity(r)")
+    before, result, _ = apply(text)
+    model = result.model
     assert result.modified
-    then_branch = next(iter(model.graph)).attributes["then_branch"].value
-    assert [n.op_type for n in then_branch] == ["Relu"]
-    assert then_branch.outputs[0].name == "t"
-    for flag in (True, False):
-        feeds = {"c": np.array(flag), "x": np.arange(6, dtype=np.float32).reshape(2, 3) - 3}
-        assert runtime.compare(runtime.run(before, feeds), runtime.run(model, feeds))["max_abs"] == 0
+    branch = then_branch(model)
+    assert [n.op_type for n in branch] == ["Relu"]
+    assert branch.outputs[0].name == "t"
+    assert_same_outputs_in_both_branches(before, model)
 
 
 def test_noop_inside_model_local_function_is_removed():
@@ -215,12 +190,12 @@ def test_noop_inside_model_local_function_is_removed():
         b = Relu(t)
     }
     """
-    model = ir.from_onnx_text(text)
-    before = io.copy_model(model)
-    assert create("eliminate-noop")(model).modified
+    before, result, _ = apply(text)
+    assert result.modified
+    model = result.model
     function = next(iter(model.functions.values()))
     assert [n.op_type for n in function] == ["Relu"]
-    assert_same_outputs(before, model)
+    assert_equivalent(before, model)
 
 
 def test_nothing_to_do_reports_unmodified():

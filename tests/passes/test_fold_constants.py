@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import collections
-from pathlib import Path
-
 import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
 
-from ir import io, runtime, shapes
+from conftest import apply_and_compare, assert_same_outputs, op_counts, real_model, then_branch
+from ir import io, runtime
 from ir.errors import UsageError
 from passes.base import create
 
 
 def fold(text: str, **options):
     """Run fold-constants; return (pass, result, max relative error vs. the model before)."""
-    model = ir.from_onnx_text(text)
-    before = io.copy_model(model)
-    rewrite = create("fold-constants", options)
-    result = rewrite(model)
-    feeds = runtime.generate_inputs(before)
-    error = runtime.compare(runtime.run(before, feeds), runtime.run(result.model, feeds))["max_rel"]
-    return rewrite, result, error
-
-
-def op_types(model: ir.Model) -> collections.Counter:
-    return collections.Counter(node.op_type for node in model.graph)
+    return apply_and_compare("fold-constants", text, **options)
 
 
 def test_constant_nodes_become_initializers_of_the_same_name():
@@ -40,7 +28,7 @@ def test_constant_nodes_become_initializers_of_the_same_name():
     }
     """
     rewrite, result, error = fold(text)
-    assert op_types(result.model) == {"Mul": 1}
+    assert op_counts(result.model) == {"Mul": 1}
     assert result.model.graph.initializers["w"].const_value.numpy().tolist() == [1.0, 2.0, 3.0]
     assert rewrite.stats["constants lifted"] == 2
     assert error == 0.0
@@ -76,7 +64,7 @@ def test_keep_initializer_inputs_leaves_them_overridable():
     _, result, _ = fold(text, keep_initializer_inputs="true")
     assert not result.modified
     assert [v.name for v in result.model.graph.inputs] == ["x", "w"]
-    assert op_types(result.model) == {"Neg": 1, "Add": 1}
+    assert op_counts(result.model) == {"Neg": 1, "Add": 1}
 
 
 def test_shape_chain_of_a_static_input_folds_into_a_constant_reshape():
@@ -92,7 +80,7 @@ def test_shape_chain_of_a_static_input_folds_into_a_constant_reshape():
     }
     """
     rewrite, result, error = fold(text)
-    assert op_types(result.model) == {"Reshape": 1}
+    assert op_counts(result.model) == {"Reshape": 1}
     reshape = next(iter(result.model.graph))
     assert reshape.inputs[1].const_value.numpy().tolist() == [2, -1]
     assert rewrite.stats["shapes folded"] == 1
@@ -138,7 +126,7 @@ def test_folded_values_keep_their_data_type():
     }
     """
     _, result, error = fold(text)
-    assert op_types(result.model) == {"Add": 1}
+    assert op_counts(result.model) == {"Add": 1}
     constant = next(iter(result.model.graph)).inputs[1]
     assert constant.const_value.dtype == ir.DataType.FLOAT16
     assert error == 0.0
@@ -155,7 +143,7 @@ def test_random_ops_are_never_folded():
     """
     model = ir.from_onnx_text(text)
     create("fold-constants")(model)
-    assert op_types(model) == {"RandomUniformLike": 1, "Add": 1}
+    assert op_counts(model) == {"RandomUniformLike": 1, "Add": 1}
 
 
 def test_if_with_a_constant_condition_is_not_folded():
@@ -171,7 +159,7 @@ def test_if_with_a_constant_condition_is_not_folded():
     """
     model = ir.from_onnx_text(text)
     create("fold-constants")(model)
-    assert op_types(model) == {"If": 1}
+    assert op_counts(model) == {"If": 1}
 
 
 def test_nodes_inside_subgraphs_fold():
@@ -190,8 +178,8 @@ def test_nodes_inside_subgraphs_fold():
     """
     model = ir.from_onnx_text(text)
     create("fold-constants")(model)
-    then_branch = next(iter(model.graph)).attributes["then_branch"].value
-    assert [node.op_type for node in then_branch] == ["Add"]
+    branch = then_branch(model)
+    assert [node.op_type for node in branch] == ["Add"]
     feeds = {"cond": np.array(True), "x": np.ones(2, np.float32)}
     assert runtime.run(model, feeds)["y"].tolist() == [0.0, -1.0]
 
@@ -206,7 +194,7 @@ def test_results_over_max_bytes_stay_nodes():
     }
     """
     rewrite, result, _ = fold(text, max_bytes="100000")
-    assert op_types(result.model) == {"ConstantOfShape": 1, "Add": 1}
+    assert op_counts(result.model) == {"ConstantOfShape": 1, "Add": 1}
     assert rewrite.stats["refused: over max_bytes"] == 1
     assert any("max_bytes" in note for note in rewrite.notes)
 
@@ -223,7 +211,7 @@ def test_custom_ops_are_left_alone_with_a_note():
     model = ir.from_onnx_text(text)
     rewrite = create("fold-constants")
     rewrite(model)
-    assert op_types(model) == {"Magic": 1, "Add": 1}
+    assert op_counts(model) == {"Magic": 1, "Add": 1}
     assert any("unknown custom op left alone" in note for note in rewrite.notes)
 
 
@@ -261,20 +249,17 @@ def test_onnxruntime_evaluates_what_the_reference_evaluator_cannot(monkeypatch):
     }
     """
     _, result, error = fold(text)
-    assert op_types(result.model) == {"Add": 1}
+    assert op_counts(result.model) == {"Add": 1}
     assert error == 0.0
 
 
 @pytest.mark.real_models
 def test_real_ppocr_recognizer_shape_chains_fold_once_the_input_shape_is_fixed():
-    rapidocr = pytest.importorskip("rapidocr_onnxruntime")
-    model = io.load(Path(rapidocr.__file__).parent / "models" / "ch_PP-OCRv4_rec_infer.onnx")
-    shapes.fix_input_shapes(model, {"x": [1, 3, 48, 320]})
+    model = real_model("ppocr-rec")
     before = io.copy_model(model)
     rewrite = create("fold-constants")
     assert rewrite(model).modified
-    counts = op_types(model)
+    counts = op_counts(model)
     assert "Constant" not in counts and "Shape" not in counts and "Cast" not in counts
     assert rewrite.stats["constants lifted"] == 420
-    feeds = runtime.generate_inputs(before)
-    assert runtime.compare(runtime.run(before, feeds), runtime.run(model, feeds))["max_rel"] == 0.0
+    assert_same_outputs(before, model)

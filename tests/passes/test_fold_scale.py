@@ -2,42 +2,17 @@
 
 from __future__ import annotations
 
-import collections
-
 import numpy as np
-import onnx_ir as ir
 import pytest
 
-from ir import io, runtime
-from passes.base import create
+from conftest import apply_and_compare, op_counts, weights_model_text
 
 RNG = np.random.default_rng(1)
 
 
-def literal(name: str, array: np.ndarray) -> str:
-    dims = f"[{','.join(map(str, array.shape))}]" if array.ndim else ""  # a scalar has no brackets
-    values = ",".join(repr(v.item()) for v in array.ravel())
-    return f"float{dims} {name} = {{{values}}}"
-
-
-def model_text(signature: str, weights: dict[str, np.ndarray], body: str) -> str:
-    inits = ", ".join(literal(name, array.astype(np.float32)) for name, array in weights.items())
-    return f'<ir_version: 8, opset_import: ["" : 17]>\ng {signature} <{inits}> {{\n{body}\n}}'
-
-
 def fold(text: str):
     """Run fold-scale; return (pass, result, max relative error vs. the model before)."""
-    model = ir.from_onnx_text(text)
-    before = io.copy_model(model)
-    rewrite = create("fold-scale")
-    result = rewrite(model)
-    feeds = runtime.generate_inputs(before)
-    error = runtime.compare(runtime.run(before, feeds), runtime.run(result.model, feeds))["max_rel"]
-    return rewrite, result, error
-
-
-def op_types(model: ir.Model) -> collections.Counter:
-    return collections.Counter(node.op_type for node in model.graph)
+    return apply_and_compare("fold-scale", text)
 
 
 def conv_weights(out_channels=4, in_per_group=3):
@@ -53,9 +28,9 @@ def conv_weights(out_channels=4, in_per_group=3):
 )
 def test_per_channel_or_scalar_scale_after_conv_goes_into_weight_and_bias(c_shape, op):
     weights = {**conv_weights(), "c": RNG.uniform(0.5, 2.0, c_shape)}
-    text = model_text("(float[1,3,6,6] x) => (float[1,4,6,6] y)", weights, f"t = Conv <pads = [1,1,1,1]> (x, w, b)\ny = {op}")
+    text = weights_model_text("(float[1,3,6,6] x) => (float[1,4,6,6] y)", weights, f"t = Conv <pads = [1,1,1,1]> (x, w, b)\ny = {op}")
     rewrite, result, error = fold(text)
-    assert op_types(result.model) == {"Conv": 1}
+    assert op_counts(result.model) == {"Conv": 1}
     assert next(iter(result.model.graph)).outputs[0].name == "y"
     assert rewrite.stats["scales folded after a layer"] == 1
     assert error < 1e-5
@@ -63,35 +38,35 @@ def test_per_channel_or_scalar_scale_after_conv_goes_into_weight_and_bias(c_shap
 
 def test_scale_after_grouped_conv_transpose():
     weights = {"w": RNG.standard_normal((4, 3, 2, 2)), "c": RNG.uniform(0.5, 2.0, (1, 6, 1, 1))}
-    text = model_text("(float[1,4,5,5] x) => (float[1,6,10,10] y)", weights, "t = ConvTranspose <strides = [2,2], group = 2> (x, w)\ny = Mul (t, c)")
+    text = weights_model_text("(float[1,4,5,5] x) => (float[1,6,10,10] y)", weights, "t = ConvTranspose <strides = [2,2], group = 2> (x, w)\ny = Mul (t, c)")
     _, result, error = fold(text)
-    assert op_types(result.model) == {"ConvTranspose": 1}
+    assert op_counts(result.model) == {"ConvTranspose": 1}
     assert error < 1e-5
 
 
 @pytest.mark.parametrize("trans_b", [0, 1])
 def test_scale_after_gemm_goes_into_columns_and_c(trans_b):
     weights = {"w": RNG.standard_normal((5, 3) if trans_b else (3, 5)), "c": RNG.standard_normal(5), "s": RNG.uniform(0.5, 2, (1, 5))}
-    text = model_text("(float[2,3] x) => (float[2,5] y)", weights, f"t = Gemm <transB = {trans_b}, beta = 0.5> (x, w, c)\ny = Mul (t, s)")
+    text = weights_model_text("(float[2,3] x) => (float[2,5] y)", weights, f"t = Gemm <transB = {trans_b}, beta = 0.5> (x, w, c)\ny = Mul (t, s)")
     _, result, error = fold(text)
-    assert op_types(result.model) == {"Gemm": 1}
+    assert op_counts(result.model) == {"Gemm": 1}
     assert error < 1e-5
 
 
 def test_scale_after_matmul_on_3d_input_goes_into_weight_columns():
     weights = {"w": RNG.standard_normal((3, 5)), "s": RNG.uniform(0.5, 2, 5)}
-    text = model_text("(float[2,4,3] x) => (float[2,4,5] y)", weights, "t = MatMul (x, w)\ny = Mul (t, s)")
+    text = weights_model_text("(float[2,4,3] x) => (float[2,4,5] y)", weights, "t = MatMul (x, w)\ny = Mul (t, s)")
     _, result, error = fold(text)
-    assert op_types(result.model) == {"MatMul": 1}
+    assert op_counts(result.model) == {"MatMul": 1}
     assert error < 1e-5
 
 
 def test_scale_after_batchnorm_goes_into_its_scale_and_bias():
     weights = {"scale": RNG.uniform(0.5, 2, 4), "bias": RNG.standard_normal(4), "mean": RNG.standard_normal(4),
                "var": RNG.uniform(0.5, 2, 4), "s": RNG.uniform(0.5, 2, (1, 4, 1, 1))}
-    text = model_text("(float[1,4,3,3] x) => (float[1,4,3,3] y)", weights, "t = BatchNormalization (x, scale, bias, mean, var)\ny = Mul (t, s)")
+    text = weights_model_text("(float[1,4,3,3] x) => (float[1,4,3,3] y)", weights, "t = BatchNormalization (x, scale, bias, mean, var)\ny = Mul (t, s)")
     _, result, error = fold(text)
-    assert op_types(result.model) == {"BatchNormalization": 1}
+    assert op_counts(result.model) == {"BatchNormalization": 1}
     assert error < 1e-5
 
 
@@ -102,9 +77,9 @@ def test_scale_after_batchnorm_goes_into_its_scale_and_bias():
 @pytest.mark.parametrize("op", ["Mul (x, c)", "Mul (c, x)", "Div (x, c)"])
 def test_per_input_channel_scale_before_a_padded_conv_goes_into_weight(group, op):
     weights = {**conv_weights(6, 6 // group), "c": RNG.uniform(0.5, 2, (1, 6, 1, 1))}
-    text = model_text("(float[1,6,5,5] x) => (float[1,6,5,5] y)", weights, f"t = {op}\ny = Conv <pads = [1,1,1,1], group = {group}> (t, w, b)")
+    text = weights_model_text("(float[1,6,5,5] x) => (float[1,6,5,5] y)", weights, f"t = {op}\ny = Conv <pads = [1,1,1,1], group = {group}> (t, w, b)")
     rewrite, result, error = fold(text)
-    assert op_types(result.model) == {"Conv": 1}
+    assert op_counts(result.model) == {"Conv": 1}
     assert rewrite.stats["scales folded into a following conv"] == 1
     assert error < 1e-5
 
@@ -113,9 +88,9 @@ def test_per_input_channel_scale_before_a_padded_conv_goes_into_weight(group, op
 @pytest.mark.parametrize("op", ["Add (x, c)", "Add (c, x)", "Sub (x, c)"])
 def test_shift_before_an_unpadded_conv_goes_into_bias(group, op):
     weights = {"w": RNG.standard_normal((6, 6 // group, 3, 3)), "c": RNG.standard_normal((1, 6, 1, 1))}
-    text = model_text("(float[1,6,5,5] x) => (float[1,6,2,2] y)", weights, f"t = {op}\ny = Conv <strides = [2,2], group = {group}> (t, w)")
+    text = weights_model_text("(float[1,6,5,5] x) => (float[1,6,2,2] y)", weights, f"t = {op}\ny = Conv <strides = [2,2], group = {group}> (t, w)")
     rewrite, result, error = fold(text)
-    assert op_types(result.model) == {"Conv": 1}
+    assert op_counts(result.model) == {"Conv": 1}
     assert rewrite.stats["shifts folded into a following conv"] == 1
     assert error < 1e-5
 
@@ -123,7 +98,7 @@ def test_shift_before_an_unpadded_conv_goes_into_bias(group, op):
 def test_shift_before_a_padded_conv_is_not_folded():
     # The zero border would not have been shifted: not exact.
     weights = {**conv_weights(), "c": RNG.standard_normal((1, 3, 1, 1))}
-    text = model_text("(float[1,3,5,5] x) => (float[1,4,5,5] y)", weights, "t = Add (x, c)\ny = Conv <pads = [1,1,1,1]> (t, w, b)")
+    text = weights_model_text("(float[1,3,5,5] x) => (float[1,4,5,5] y)", weights, "t = Add (x, c)\ny = Conv <pads = [1,1,1,1]> (t, w, b)")
     _, result, _ = fold(text)
     assert not result.modified
 
@@ -133,21 +108,21 @@ def test_shift_before_a_padded_conv_is_not_folded():
 
 def test_spatially_varying_constant_is_not_folded():
     weights = {**conv_weights(), "c": RNG.uniform(0.5, 2, (1, 4, 6, 6))}
-    text = model_text("(float[1,3,6,6] x) => (float[1,4,6,6] y)", weights, "t = Conv <pads = [1,1,1,1]> (x, w, b)\ny = Mul (t, c)")
+    text = weights_model_text("(float[1,3,6,6] x) => (float[1,4,6,6] y)", weights, "t = Conv <pads = [1,1,1,1]> (x, w, b)\ny = Mul (t, c)")
     _, result, _ = fold(text)
     assert not result.modified
 
 
 def test_constant_that_would_broadcast_the_output_up_is_not_folded():
     weights = {**conv_weights(), "c": RNG.uniform(0.5, 2, (2, 1, 1, 1))}
-    text = model_text("(float[1,3,6,6] x) => (float[2,4,6,6] y)", weights, "t = Conv <pads = [1,1,1,1]> (x, w, b)\ny = Mul (t, c)")
+    text = weights_model_text("(float[1,3,6,6] x) => (float[2,4,6,6] y)", weights, "t = Conv <pads = [1,1,1,1]> (x, w, b)\ny = Mul (t, c)")
     _, result, _ = fold(text)
     assert not result.modified
 
 
 def test_constant_divided_by_the_layer_output_is_not_folded():
     weights = {**conv_weights(), "c": RNG.uniform(0.5, 2, (1, 4, 1, 1))}
-    text = model_text("(float[1,3,6,6] x) => (float[1,4,6,6] y)", weights, "t = Conv <pads = [1,1,1,1]> (x, w, b)\ny = Div (c, t)")
+    text = weights_model_text("(float[1,3,6,6] x) => (float[1,4,6,6] y)", weights, "t = Conv <pads = [1,1,1,1]> (x, w, b)\ny = Div (c, t)")
     _, result, _ = fold(text)
     assert not result.modified
 
@@ -155,21 +130,21 @@ def test_constant_divided_by_the_layer_output_is_not_folded():
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the model itself divides by zero
 def test_division_by_zero_is_not_folded():
     weights = {**conv_weights(), "c": np.array([1.0, 0.0, 2.0, 3.0]).reshape(1, 4, 1, 1)}
-    text = model_text("(float[1,3,6,6] x) => (float[1,4,6,6] y)", weights, "t = Conv <pads = [1,1,1,1]> (x, w, b)\ny = Div (t, c)")
+    text = weights_model_text("(float[1,3,6,6] x) => (float[1,4,6,6] y)", weights, "t = Conv <pads = [1,1,1,1]> (x, w, b)\ny = Div (t, c)")
     _, result, _ = fold(text)
     assert not result.modified
 
 
 def test_layer_output_with_another_use_is_not_folded():
     weights = {**conv_weights(), "c": RNG.uniform(0.5, 2, (1, 4, 1, 1))}
-    text = model_text("(float[1,3,6,6] x) => (float[1,4,6,6] y, float[1,4,6,6] t)", weights, "t = Conv <pads = [1,1,1,1]> (x, w, b)\ny = Mul (t, c)")
+    text = weights_model_text("(float[1,3,6,6] x) => (float[1,4,6,6] y, float[1,4,6,6] t)", weights, "t = Conv <pads = [1,1,1,1]> (x, w, b)\ny = Mul (t, c)")
     _, result, _ = fold(text)
     assert not result.modified
 
 
 def test_shared_weight_is_refused_and_counted():
     weights = {**conv_weights(), "c": RNG.uniform(0.5, 2, (1, 4, 1, 1))}
-    text = model_text(
+    text = weights_model_text(
         "(float[1,3,6,6] x) => (float[1,4,6,6] y, float[1,4,6,6] z)",
         weights,
         "t = Conv <pads = [1,1,1,1]> (x, w, b)\nz = Conv <pads = [1,1,1,1]> (x, w, b)\ny = Mul (t, c)",
@@ -181,6 +156,6 @@ def test_shared_weight_is_refused_and_counted():
 
 def test_add_after_conv_is_left_to_fuse_bias():
     weights = {**conv_weights(), "c": RNG.standard_normal((1, 4, 1, 1))}
-    text = model_text("(float[1,3,6,6] x) => (float[1,4,6,6] y)", weights, "t = Conv <pads = [1,1,1,1]> (x, w, b)\ny = Add (t, c)")
+    text = weights_model_text("(float[1,3,6,6] x) => (float[1,4,6,6] y)", weights, "t = Conv <pads = [1,1,1,1]> (x, w, b)\ny = Add (t, c)")
     _, result, _ = fold(text)
     assert not result.modified

@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-import collections
-
 import numpy as np
 import onnx_ir as ir
 import pytest
 
-from ir import io, runtime
+from conftest import apply_and_compare, apply_pass, op_counts, weights_model_text
 from passes.base import create
 
 RNG = np.random.default_rng(2)
 
 
-def literal(name: str, array: np.ndarray) -> str:
-    dims = f"[{','.join(map(str, array.shape))}]" if array.ndim else ""  # a scalar has no brackets
-    values = ",".join(repr(v.item()) for v in array.ravel())
-    return f"float{dims} {name} = {{{values}}}"
-
-
-def model_text(signature: str, weights: dict[str, np.ndarray], body: str, opset: int = 17) -> str:
-    inits = ", ".join(literal(name, array.astype(np.float32)) for name, array in weights.items())
-    return f'<ir_version: 8, opset_import: ["" : {opset}]>\ng {signature} <{inits}> {{\n{body}\n}}'
-
-
 def fuse(text: str):
     """Run fuse-bias; return (pass, result, max relative error vs. the model before)."""
-    model = ir.from_onnx_text(text)
-    before = io.copy_model(model)
-    rewrite = create("fuse-bias")
-    result = rewrite(model)
-    feeds = runtime.generate_inputs(before)
-    error = runtime.compare(runtime.run(before, feeds), runtime.run(result.model, feeds))["max_rel"]
-    return rewrite, result, error
-
-
-def op_types(model: ir.Model) -> collections.Counter:
-    return collections.Counter(node.op_type for node in model.graph)
+    return apply_and_compare("fuse-bias", text)
 
 
 CONV_IO = "(float[1,3,6,6] x) => (float[1,4,6,6] y)"
@@ -51,8 +28,8 @@ def test_per_channel_constant_after_conv_becomes_its_bias(with_bias, op):
     if with_bias:
         weights["b"] = RNG.standard_normal(4)
         conv_inputs += ", b"
-    rewrite, result, error = fuse(model_text(CONV_IO, weights, f"t = Conv <pads = [1,1,1,1]> ({conv_inputs})\ny = {op}"))
-    assert op_types(result.model) == {"Conv": 1}
+    rewrite, result, error = fuse(weights_model_text(CONV_IO, weights, f"t = Conv <pads = [1,1,1,1]> ({conv_inputs})\ny = {op}"))
+    assert op_counts(result.model) == {"Conv": 1}
     conv = next(iter(result.model.graph))
     assert conv.outputs[0].name == "y"
     assert len(conv.inputs) == 3
@@ -62,9 +39,9 @@ def test_per_channel_constant_after_conv_becomes_its_bias(with_bias, op):
 
 def test_scalar_after_conv_transpose_becomes_its_bias():
     weights = {"w": RNG.standard_normal((4, 3, 2, 2)), "a": np.array(0.7)}
-    text = model_text("(float[1,4,5,5] x) => (float[1,6,10,10] y)", weights, "t = ConvTranspose <strides = [2,2], group = 2> (x, w)\ny = Add (t, a)")
+    text = weights_model_text("(float[1,4,5,5] x) => (float[1,6,10,10] y)", weights, "t = ConvTranspose <strides = [2,2], group = 2> (x, w)\ny = Add (t, a)")
     _, result, error = fuse(text)
-    assert op_types(result.model) == {"ConvTranspose": 1}
+    assert op_counts(result.model) == {"ConvTranspose": 1}
     assert error < 1e-5
 
 
@@ -75,18 +52,18 @@ def test_constant_after_gemm_goes_into_c_with_beta_folded(with_c):
     if with_c:
         weights["c"] = RNG.standard_normal(5)
         inputs += ", c"
-    text = model_text("(float[2,3] x) => (float[2,5] y)", weights, f"t = Gemm <beta = 0.5> ({inputs})\ny = Add (t, a)")
+    text = weights_model_text("(float[2,3] x) => (float[2,5] y)", weights, f"t = Gemm <beta = 0.5> ({inputs})\ny = Add (t, a)")
     _, result, error = fuse(text)
-    assert op_types(result.model) == {"Gemm": 1}
+    assert op_counts(result.model) == {"Gemm": 1}
     assert error < 1e-5
 
 
 def test_constant_after_batchnorm_goes_into_its_bias():
     weights = {"scale": RNG.uniform(0.5, 2, 4), "bias": RNG.standard_normal(4), "mean": RNG.standard_normal(4),
                "var": RNG.uniform(0.5, 2, 4), "a": RNG.standard_normal((4, 1, 1))}
-    text = model_text("(float[1,4,3,3] x) => (float[1,4,3,3] y)", weights, "t = BatchNormalization (x, scale, bias, mean, var)\ny = Add (t, a)")
+    text = weights_model_text("(float[1,4,3,3] x) => (float[1,4,3,3] y)", weights, "t = BatchNormalization (x, scale, bias, mean, var)\ny = Add (t, a)")
     _, result, error = fuse(text)
-    assert op_types(result.model) == {"BatchNormalization": 1}
+    assert op_counts(result.model) == {"BatchNormalization": 1}
     assert error < 1e-5
 
 
@@ -94,18 +71,18 @@ def test_constant_after_batchnorm_goes_into_its_bias():
 @pytest.mark.parametrize("op", ["Add (t, a)", "Add (a, t)", "Sub (t, a)"])
 def test_matmul_and_bias_on_2d_inputs_become_gemm(bias_shape, op):
     weights = {"w": RNG.standard_normal((3, 5)), "a": RNG.standard_normal(bias_shape)}
-    text = model_text("(float[2,3] x) => (float[2,5] y)", weights, f"t = MatMul (x, w)\ny = {op}")
+    text = weights_model_text("(float[2,3] x) => (float[2,5] y)", weights, f"t = MatMul (x, w)\ny = {op}")
     rewrite, result, error = fuse(text)
-    assert op_types(result.model) == {"Gemm": 1}
+    assert op_counts(result.model) == {"Gemm": 1}
     assert next(iter(result.model.graph)).outputs[0].name == "y"
     assert rewrite.stats["matmul+add to gemm"] == 1
     assert error < 1e-5
 
 
 def test_matmul_with_a_non_constant_weight_becomes_gemm_too():
-    text = model_text("(float[2,3] x, float[3,5] w) => (float[2,5] y)", {"a": RNG.standard_normal(5)}, "t = MatMul (x, w)\ny = Add (t, a)")
+    text = weights_model_text("(float[2,3] x, float[3,5] w) => (float[2,5] y)", {"a": RNG.standard_normal(5)}, "t = MatMul (x, w)\ny = Add (t, a)")
     _, result, error = fuse(text)
-    assert op_types(result.model) == {"Gemm": 1}
+    assert op_counts(result.model) == {"Gemm": 1}
     assert error < 1e-5
 
 
@@ -114,25 +91,25 @@ def test_matmul_with_a_non_constant_weight_becomes_gemm_too():
 
 def test_matmul_on_3d_input_is_left_alone():
     weights = {"w": RNG.standard_normal((3, 5)), "a": RNG.standard_normal(5)}
-    _, result, _ = fuse(model_text("(float[2,4,3] x) => (float[2,4,5] y)", weights, "t = MatMul (x, w)\ny = Add (t, a)"))
+    _, result, _ = fuse(weights_model_text("(float[2,4,3] x) => (float[2,4,5] y)", weights, "t = MatMul (x, w)\ny = Add (t, a)"))
     assert not result.modified
 
 
 def test_constant_minus_layer_output_is_left_alone():
     weights = {"w": RNG.standard_normal((4, 3, 3, 3)), "a": RNG.standard_normal((1, 4, 1, 1))}
-    _, result, _ = fuse(model_text(CONV_IO, weights, "t = Conv <pads = [1,1,1,1]> (x, w)\ny = Sub (a, t)"))
+    _, result, _ = fuse(weights_model_text(CONV_IO, weights, "t = Conv <pads = [1,1,1,1]> (x, w)\ny = Sub (a, t)"))
     assert not result.modified
 
 
 def test_spatially_varying_constant_is_left_alone():
     weights = {"w": RNG.standard_normal((4, 3, 3, 3)), "a": RNG.standard_normal((1, 4, 6, 6))}
-    _, result, _ = fuse(model_text(CONV_IO, weights, "t = Conv <pads = [1,1,1,1]> (x, w)\ny = Add (t, a)"))
+    _, result, _ = fuse(weights_model_text(CONV_IO, weights, "t = Conv <pads = [1,1,1,1]> (x, w)\ny = Add (t, a)"))
     assert not result.modified
 
 
 def test_layer_output_that_is_a_graph_output_is_left_alone():
     weights = {"w": RNG.standard_normal((4, 3, 3, 3)), "a": RNG.standard_normal((1, 4, 1, 1))}
-    text = model_text("(float[1,3,6,6] x) => (float[1,4,6,6] y, float[1,4,6,6] t)", weights, "t = Conv <pads = [1,1,1,1]> (x, w)\ny = Add (t, a)")
+    text = weights_model_text("(float[1,3,6,6] x) => (float[1,4,6,6] y, float[1,4,6,6] t)", weights, "t = Conv <pads = [1,1,1,1]> (x, w)\ny = Add (t, a)")
     _, result, _ = fuse(text)
     assert not result.modified
 
@@ -140,7 +117,7 @@ def test_layer_output_that_is_a_graph_output_is_left_alone():
 def test_shared_bias_is_refused_and_counted():
     weights = {"w": RNG.standard_normal((4, 3, 3, 3)), "v": RNG.standard_normal((4, 3, 3, 3)), "b": RNG.standard_normal(4),
                "a": RNG.standard_normal((1, 4, 1, 1))}
-    text = model_text(
+    text = weights_model_text(
         "(float[1,3,6,6] x) => (float[1,4,6,6] y, float[1,4,6,6] z)",
         weights,
         "t = Conv <pads = [1,1,1,1]> (x, w, b)\nz = Conv <pads = [1,1,1,1]> (x, v, b)\ny = Add (t, a)",
@@ -152,6 +129,32 @@ def test_shared_bias_is_refused_and_counted():
 
 def test_second_run_reports_no_change():
     weights = {"w": RNG.standard_normal((3, 5)), "a": RNG.standard_normal(5)}
-    model = ir.from_onnx_text(model_text("(float[2,3] x) => (float[2,5] y)", weights, "t = MatMul (x, w)\ny = Add (t, a)"))
+    model = ir.from_onnx_text(weights_model_text("(float[2,3] x) => (float[2,5] y)", weights, "t = MatMul (x, w)\ny = Add (t, a)"))
     assert create("fuse-bias")(model).modified
     assert not create("fuse-bias")(model).modified
+
+
+def test_add_in_a_branch_whose_output_it_is_is_left_alone():
+    # The branch output would become the main graph's Conv output: ONNX Runtime rejects a subgraph
+    # output that is an outer-scope value.
+    weights = {"w": RNG.standard_normal((4, 3, 3, 3)), "a": RNG.standard_normal((1, 4, 1, 1))}
+    body = """t = Conv <pads = [1,1,1,1]> (x, w)
+    y = If (c) <
+        then_branch = then_g () => (float[1,4,6,6] s) { s = Add (t, a) },
+        else_branch = else_g () => (float[1,4,6,6] n) { n = Neg (x2) }
+    >"""
+    text = weights_model_text("(bool c, float[1,3,6,6] x, float[1,4,6,6] x2) => (float[1,4,6,6] y)", weights, body)
+    _, result, _ = apply_pass("fuse-bias", text)
+    assert not result.modified
+
+
+def test_matmul_outside_the_branch_of_its_add_is_left_alone():
+    weights = {"w": RNG.standard_normal((3, 5)), "a": RNG.standard_normal(5)}
+    body = """t = MatMul (x, w)
+    y = If (c) <
+        then_branch = then_g () => (float[2,5] r) { s = Add (t, a)  r = Relu (s) },
+        else_branch = else_g () => (float[2,5] n) { n = Neg (x2) }
+    >"""
+    text = weights_model_text("(bool c, float[2,3] x, float[2,5] x2) => (float[2,5] y)", weights, body)
+    _, result, _ = apply_pass("fuse-bias", text)
+    assert not result.modified

@@ -4,44 +4,24 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 import onnx_ir as ir
 import pytest
 
-from ir import io, runtime
+from conftest import (
+    apply_pass,
+    assert_same_outputs,
+    assert_same_outputs_in_both_branches,
+    branch_model_text,
+    ints_of,
+    model_text,
+    op_types,
+    then_branch,
+)
 from passes.base import create
 
 
 def apply(text: str):
-    model = ir.from_onnx_text(text)
-    before = io.copy_model(model)
-    merge = create("merge-consecutive")
-    result = merge(model)
-    return before, result, merge
-
-
-def op_types(model: ir.Model) -> list[str]:
-    return [node.op_type for node in model.graph]
-
-
-def assert_same_outputs(before: ir.Model, after: ir.Model) -> None:
-    feeds = runtime.generate_inputs(before)
-    difference = runtime.compare(runtime.run(before, feeds), runtime.run(after, feeds))
-    assert difference["max_abs"] == 0, difference
-
-
-def model_text(body: str, inputs: str, outputs: str, opset: int = 17, inits: str = "") -> str:
-    initializers = f"<{inits}>" if inits else ""
-    return f"""
-    <ir_version: 8, opset_import: ["" : {opset}]>
-    g ({inputs}) => ({outputs}) {initializers} {{
-        {body}
-    }}
-    """
-
-
-def ints_of(value: ir.Value) -> list[int]:
-    return ir.convenience.get_const_tensor(value).numpy().tolist()
+    return apply_pass("merge-consecutive", text)
 
 
 # --- Reshape -------------------------------------------------------------------------------------------
@@ -316,9 +296,8 @@ def test_new_nodes_and_values_get_unique_names():
         [p2_reshape] z = Flatten <axis = 0> (b)
     }
     """
-    model = ir.from_onnx_text(text)
-    before = io.copy_model(model)
-    create("merge-consecutive")(model)
+    before, result, _ = apply(text)
+    model = result.model
     assert op_types(model) == ["Reshape", "Reshape"]
     names = [node.name for node in model.graph]
     assert len(set(names)) == len(names)
@@ -349,24 +328,14 @@ def test_nothing_to_do_reports_unmodified():
 
 
 def test_pair_inside_if_branch_is_merged():
-    text = """
-    <ir_version: 8, opset_import: ["" : 17]>
-    g (bool c, float[2,3] x) => (float[2,3] y) {
-        y = If(c) <
-            then_branch = then_g () => (float[2,3] t) { r = Relu(x)  a = Transpose <perm = [1, 0]> (r)  t = Transpose <perm = [1, 0]> (a) },
-            else_branch = else_g () => (float[2,3] e) { e = Neg(x) }
-        >
-    }
-    """
-    model = ir.from_onnx_text(text)
-    before = io.copy_model(model)
-    assert create("merge-consecutive")(model).modified
-    then_branch = next(iter(model.graph)).attributes["then_branch"].value
-    assert [n.op_type for n in then_branch] == ["Relu"]
-    assert then_branch.outputs[0].name == "t"
-    for flag in (True, False):
-        feeds = {"c": np.array(flag), "x": np.arange(6, dtype=np.float32).reshape(2, 3)}
-        assert runtime.compare(runtime.run(before, feeds), runtime.run(model, feeds))["max_abs"] == 0
+    text = branch_model_text("r = Relu(x)  a = Transpose <perm = [1, 0]> (r)  t = Transpose <perm = [1, 0]> (a)")
+    before, result, _ = apply(text)
+    assert result.modified
+    model = result.model
+    branch = then_branch(model)
+    assert [n.op_type for n in branch] == ["Relu"]
+    assert branch.outputs[0].name == "t"
+    assert_same_outputs_in_both_branches(before, model)
 
 
 @pytest.mark.parametrize(
@@ -388,9 +357,9 @@ def test_pair_inside_a_function_of_unknown_rank_is_merged(op, shapes, inner, out
         b = {op}(t, k1)
     }}
     """
-    model = ir.from_onnx_text(text)
-    before = io.copy_model(model)
-    assert create("merge-consecutive")(model).modified
+    before, result, _ = apply(text)
+    assert result.modified
+    model = result.model
     function = next(iter(model.functions.values()))
     assert [n.op_type for n in function].count(op) == 1
     assert_same_outputs(before, model)
