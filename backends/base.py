@@ -7,6 +7,9 @@ A backend is keyed by what it builds, derived from the target by ``build_key``:
   ``cross-aarch64``), which needs a cross linker and runs its check elsewhere;
 - ``cuda``: GPU code.
 
+Registered by importing ``backends``: ``host`` (``tvm_build``), ``cross-aarch64`` (``cross_build``),
+``cuda`` (``cuda_build``).
+
 Later backends slot in by registering another key: an accelerator partitioned through BYOC would use
 its own target kind and key; MetaSchedule tuning is an option of a request (a budget and a database),
 honoured by the backends that support it, not a key of its own, because every target can be tuned.
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import ClassVar
 
@@ -37,6 +40,8 @@ class BuildRequest:
 
     ``input_shapes`` holds the shape of every non-initializer input; the library goes to
     ``out_dir/<name>.so``; ``check`` asks for a comparison with ONNX Runtime within ``rtol``/``atol``.
+    ``tuning`` asks for MetaSchedule tuning; ``measure_repeat`` > 0 for a latency measurement, on
+    ``remote`` when given (TVM's RPC), else on this machine where the library can run.
     """
 
     model: ir.Model
@@ -47,6 +52,71 @@ class BuildRequest:
     check: bool = True
     rtol: float = 1e-4
     atol: float = 1e-5
+    tuning: TuningRequest | None = None
+    remote: RemoteDevice | None = None
+    measure_repeat: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TuningRequest:
+    """MetaSchedule tuning: ``trials`` measured candidates in all (0: only apply what ``database`` holds).
+
+    ``database`` is a folder holding a MetaSchedule JSON database; it is created when missing and
+    grows with every run, so a model (or another model with the same operators) tuned once is not
+    tuned again. ``progress(done, total)`` is called after each batch of measured candidates.
+    """
+
+    trials: int
+    database: Path | None = None
+    progress: Callable[[int, int], None] | None = dataclasses.field(default=None, compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteDevice:
+    """A device reached through TVM's RPC: a server at ``host:port``, or a tracker there when ``key`` is set."""
+
+    host: str
+    port: int
+    key: str | None = None
+    timeout_seconds: int = 60
+
+    @property
+    def text(self) -> str:
+        return f"{self.key}@{self.host}:{self.port} (tracker)" if self.key else f"{self.host}:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    """A file a build produced for the device: its role (``library``, ``runner``, ``runtime``, ...)."""
+
+    role: str
+    path: Path
+    size_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Latency:
+    """Measured latency of the library's ``main``: where (``host``, ``rpc <address>``) and how."""
+
+    median_ms: float
+    min_ms: float
+    runs: int
+    where: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TuningSummary:
+    """What tuning did: tasks found, taken from the database, given a measured schedule now, trials, seconds.
+
+    Tasks that neither the database nor this run's budget reached keep TVM's default schedule.
+    """
+
+    tasks: int
+    tasks_from_database: int
+    tasks_tuned: int
+    trials: int
+    seconds: float
+    database: Path | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +142,8 @@ class BuildResult:
 
     ``compile_seconds`` is the wall time from ONNX to the library on disk (import, compile, link);
     ``check`` is None when the check was not requested or could not run (``notes`` says why).
+    ``artifacts`` lists every file shipped for the device, the library first; ``latency`` is set when
+    a measurement was asked for and could run; ``tuning`` when MetaSchedule ran or was applied.
     """
 
     target: str
@@ -81,6 +153,9 @@ class BuildResult:
     check: CheckResult | None
     backend: str
     notes: tuple[str, ...] = ()
+    artifacts: tuple[Artifact, ...] = ()
+    latency: Latency | None = None
+    tuning: TuningSummary | None = None
 
 
 class Backend(abc.ABC):

@@ -17,20 +17,26 @@ Rules of the host backend (``llvm`` without a foreign ``-mtriple``, and ``c``):
   (``backends.numeric_check``). It is skipped, with a note, when the library needs CPU features this
   machine lacks (running it would kill the process with SIGILL) or ONNX Runtime cannot run the model.
 - Everything TVM and LLVM print is captured; recognised warnings become notes, the rest is logged at
-  debug level on this module's logger.
+  debug level on this module's logger. MetaSchedule's own log goes to ``<tune-db>/logs``.
+- Tuning (``tune_trials``/``tune_db``) goes through ``backends.tuning``; without it CPU builds carry
+  a note that they are untuned.
+- ``measure_repeat`` > 0 times ``main`` with TVM's ``time_evaluator`` (median of that many runs, one
+  call each, after a warm-up) on this machine, or on ``remote`` through ``backends.remote``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
+import json
 import logging
 import os
 import re
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +44,23 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from backends.base import Backend, BuildRequest, BuildResult, CheckResult, backend_for, register_backend
+from backends.base import (
+    Artifact,
+    Backend,
+    BuildRequest,
+    BuildResult,
+    CheckResult,
+    Latency,
+    RemoteDevice,
+    TuningSummary,
+    backend_for,
+    register_backend,
+)
 from backends.model_input import prepare_model
 from backends.native_output import Capture, captured
 from backends.numeric_check import compare_outputs
 from backends.target import TargetSpec, parse_target
+from backends.tuning import tune_and_compile, validate_tuning
 from ir import runtime
 from ir.errors import BackendError, GraphpressError, ModelSaveError, UsageError
 
@@ -56,7 +74,7 @@ _ISA_PREFIXES = (
     "pclmul", "popcnt", "lzcnt", "movbe", "adx", "xop", "tbm", "neon", "sve", "sme", "dotprod", "i8mm",
     "bf16", "fullfp16", "fp16fml",
 )  # fmt: skip
-_UNTUNED_NOTE = "untuned build: TVM's default CPU pipeline applies no schedules (MetaSchedule tuning is not wired in yet)"
+_UNTUNED_NOTE = "untuned build: TVM's default CPU pipeline applies no schedules; tune with --tune-trials N"
 
 
 def compile_model(
@@ -69,16 +87,34 @@ def compile_model(
     name: str = "model",
     rtol: float = 1e-4,
     atol: float = 1e-5,
+    tune_trials: int | None = None,
+    tune_db: str | os.PathLike[str] | None = None,
+    tune_progress: Callable[[int, int], None] | None = None,
+    measure_repeat: int = 0,
+    remote: RemoteDevice | None = None,
 ) -> BuildResult:
-    """Compile ``model`` for ``target`` into ``out_dir/<name>.so``; check it against ONNX Runtime."""
+    """Compile ``model`` for ``target`` into ``out_dir/<name>.so``; check it against ONNX Runtime.
+
+    ``tune_trials``/``tune_db`` turn on MetaSchedule tuning (``backends.tuning``); ``tune_progress``
+    receives (done, total) trials. ``measure_repeat`` > 0 measures the library's latency (median of
+    that many runs) where it can run: on this machine, or on ``remote`` through TVM's RPC.
+    """
     spec = target if isinstance(target, TargetSpec) else parse_target(target)
     if not _NAME.fullmatch(name):
         raise UsageError(f"library name '{name}' must be a file stem of letters, digits, '_', '.', '-' (e.g. 'model')")
     if not (rtol >= 0 and atol >= 0):
         raise UsageError(f"tolerances must be non-negative numbers, got rtol={rtol}, atol={atol}")
+    if isinstance(measure_repeat, bool) or not isinstance(measure_repeat, int) or measure_repeat < 0:
+        raise UsageError(f"measure_repeat must be a non-negative integer, got {measure_repeat!r}")
+    tuning = validate_tuning(tune_trials, tune_db)
+    if tuning is not None and tune_progress is not None:
+        tuning = dataclasses.replace(tuning, progress=tune_progress)
     backend = backend_for(spec)  # before any work: an unsupported target fails at once
     prepared, shapes = prepare_model(model, input_shapes)
-    request = BuildRequest(prepared, spec, Path(out_dir), shapes, name=name, check=check, rtol=rtol, atol=atol)
+    request = BuildRequest(
+        prepared, spec, Path(out_dir), shapes, name=name, check=check, rtol=rtol, atol=atol,
+        tuning=tuning, remote=remote, measure_repeat=measure_repeat,
+    )  # fmt: skip
     return backend.build(request)
 
 
@@ -90,19 +126,18 @@ class TvmHostBackend(Backend):
 
     def build(self, request: BuildRequest) -> BuildResult:
         tvm = import_tvm()
-        notes: list[str] = [_UNTUNED_NOTE]
+        notes: list[str] = []
         with _native_output("target", notes):
             target = tvm_target(tvm, request.target)
         start = time.perf_counter()
         module = import_onnx(tvm, request.model, request.input_shapes)
-        with _native_output("compile", notes):
-            try:
-                executable = tvm.compile(module, target=target)
-            except Exception as exc:  # TVM raises many unrelated types (TVMError, InternalError, ...)
-                raise BackendError(f"TVM could not compile the model for '{request.target.text}': {first_line(exc)}") from exc
+        executable, tuning = compile_module(tvm, module, target, request, notes)
         library = export_library(executable, request.out_dir, request.name, notes)
         seconds = time.perf_counter() - start
         result_check = self._check(tvm, target, request, library, notes) if request.check else None
+        latency = None
+        if request.measure_repeat:
+            latency = measure_latency(tvm, request, library, notes, runnable=not self._lacking(tvm, target, request, []))
         return BuildResult(
             target=request.target.text,
             library=library,
@@ -111,13 +146,19 @@ class TvmHostBackend(Backend):
             check=result_check,
             backend=f"tvm-{self.key}",
             notes=tuple(notes),
+            artifacts=(artifact("library", library),),
+            latency=latency,
+            tuning=tuning,
         )
+
+    def _lacking(self, tvm: Any, target: Any, request: BuildRequest, notes: list[str]) -> list[str]:
+        with _native_output("feature check", notes):
+            return lacking_host_features(tvm, target) if request.target.kind == "llvm" else []
 
     def _check(
         self, tvm: Any, target: Any, request: BuildRequest, library: Path, notes: list[str]
     ) -> CheckResult | None:
-        with _native_output("feature check", notes):
-            lacking = lacking_host_features(tvm, target) if request.target.kind == "llvm" else []
+        lacking = self._lacking(tvm, target, request, notes)
         if lacking:
             notes.append(f"check skipped: the library uses CPU features this machine lacks ({', '.join(lacking)})")
             return None
@@ -138,6 +179,68 @@ class TvmHostBackend(Backend):
                 f"{result.max_rel_error:.3g} (worst output '{result.worst_output}'; rtol {request.rtol:g}, atol {request.atol:g})"
             )
         return result
+
+
+def compile_module(
+    tvm: Any, module: Any, target: Any, request: BuildRequest, notes: list[str], export: Any = None
+) -> tuple[Any, TuningSummary | None]:
+    """(executable, tuning summary): tuned through MetaSchedule when asked, else TVM's default pipeline."""
+    if request.tuning is not None:
+        with _meta_schedule_quiet():
+            executable, summary = tune_and_compile(tvm, module, target, request.tuning, request.remote, export)
+        notes.append(
+            f"tuned: {summary.tasks} tasks, {summary.tasks_from_database} from the database, "
+            f"{summary.trials} trials in {summary.seconds:.0f} s"
+        )
+        return executable, summary
+    if request.target.kind in ("llvm", "c"):
+        notes.append(_UNTUNED_NOTE)
+    with _native_output("compile", notes):
+        try:
+            return tvm.compile(module, target=target), None
+        except Exception as exc:  # TVM raises many unrelated types (TVMError, InternalError, ...)
+            raise BackendError(f"TVM could not compile the model for '{request.target.text}': {first_line(exc)}") from exc
+
+
+def measure_latency(tvm: Any, request: BuildRequest, library: Path, notes: list[str], *, runnable: bool) -> Latency | None:
+    """Median latency of ``main`` over ``request.measure_repeat`` runs, here or on ``request.remote``."""
+    feeds = runtime.generate_inputs(request.model, seed=0)
+    if request.remote is not None:
+        from backends.remote import measure_remote  # noqa: PLC0415 - RPC only when asked
+
+        return measure_remote(library, list(feeds.values()), request.remote, repeat=request.measure_repeat).latency
+    if not runnable:
+        notes.append("latency not measured: this machine cannot run the library (give a remote device)")
+        return None
+    device = tvm.cpu()
+    with _native_output("measure", []):
+        machine = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(library)), device)
+        inputs = [tvm.runtime.tensor(array, device) for array in feeds.values()]
+        machine.set_input("main", *inputs)
+        timer = machine.time_evaluator("invoke_stateful", device, number=1, repeat=request.measure_repeat, min_repeat_ms=0)
+        seconds = list(timer("main").results)
+    return Latency(float(np.median(seconds)) * 1e3, float(np.min(seconds)) * 1e3, len(seconds), "host")
+
+
+def artifact(role: str, path: Path) -> Artifact:
+    return Artifact(role, path, path.stat().st_size)
+
+
+@contextlib.contextmanager
+def _meta_schedule_quiet() -> Iterator[None]:
+    """MetaSchedule prints every task's table at INFO; keep that in its log files (<tune-db>/logs).
+
+    Its console handler takes the level of its logger when tuning starts, so a WARNING level set
+    here silences the console and leaves the files complete. The terminal is not captured: a
+    progress bar drawn by the caller stays visible.
+    """
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    saved = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
 
 
 def import_tvm() -> Any:
@@ -196,8 +299,11 @@ def import_failure_message(exc: BaseException, log: Capture) -> str:
     return f"TVM's ONNX importer failed{where}: {first_line(exc)}; {_FOLD_HINT}"
 
 
-def export_library(executable: Any, out_dir: Path, name: str, notes: list[str]) -> Path:
-    """Write ``out_dir/<name>.so`` atomically: link inside a temporary folder there, then rename."""
+def export_library(executable: Any, out_dir: Path, name: str, notes: list[str], fcompile: Any = None) -> Path:
+    """Write ``out_dir/<name>.so`` atomically: link inside a temporary folder there, then rename.
+
+    ``fcompile`` is TVM's linker wrapper (``tvm.support.cc.cross_compiler(...)`` for cross targets).
+    """
     final = out_dir / f"{name}.so"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -207,11 +313,13 @@ def export_library(executable: Any, out_dir: Path, name: str, notes: list[str]) 
             temporary = Path(scratch) / final.name
             with _native_output("export", notes):
                 try:
-                    executable.export_library(str(temporary))
+                    if fcompile is None:
+                        executable.export_library(str(temporary))
+                    else:
+                        executable.export_library(str(temporary), fcompile=fcompile)
                 except Exception as exc:  # the linker's failure arrives as whatever TVM's cc wrapper raises
-                    raise BackendError(
-                        f"linking {final.name} failed: {first_line(exc)}; a host C++ compiler (g++ or $CXX) is needed"
-                    ) from exc
+                    linker = "the cross linker" if fcompile is not None else "a host C++ compiler (g++ or $CXX)"
+                    raise BackendError(f"linking {final.name} failed: {first_line(exc)}; {linker} is needed") from exc
             os.replace(temporary, final)
     except OSError as exc:
         raise ModelSaveError(f"cannot write {final}: {exc.strerror or exc}") from exc
@@ -273,3 +381,17 @@ def _flatten(value: Any) -> list[np.ndarray]:
 
 
 register_backend(TvmHostBackend())
+
+
+def write_manifest(request: BuildRequest, library: Path) -> Path:
+    """``<name>.json`` beside the library: the target and the inputs ``main`` takes, in order."""
+    inputs = runtime.input_specs(request.model)
+    manifest = {
+        "library": library.name,
+        "target": request.target.text,
+        "tvm_target": request.target.to_tvm_dict(),
+        "inputs": [{"name": name, "dtype": str(np.dtype(dtype)), "shape": list(request.input_shapes[name])} for name, (dtype, _) in inputs.items()],
+    }
+    path = library.with_suffix(".json")
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path

@@ -106,7 +106,9 @@ def create(name: str, options: dict[str, Any] | None = None) -> Pass:
 def _load_builtin_passes() -> None:
     # Importing the package registers every built-in pass; done lazily to keep `import passes` cheap.
     import passes.fold  # noqa: F401
+    import passes.cluster  # noqa: F401
     import passes.prune  # noqa: F401
+    import passes.quantize  # noqa: F401
 
 
 def build_options(pass_name: str, options_cls: type, given: dict[str, Any]) -> Any:

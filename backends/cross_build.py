@@ -1,0 +1,100 @@
+"""The aarch64 Linux backend: cross-compile with TVM, link with aarch64-linux-gnu-g++, ship a bundle.
+
+Rules:
+- Key ``cross-aarch64``: ``llvm`` targets whose triple is aarch64 Linux (``-mcpu=cortex-a72`` alone
+  implies it). Other foreign triples stay unsupported.
+- The library is linked with ``tvm.support.cc.cross_compiler("aarch64-linux-gnu-g++")``; a missing
+  cross linker is a one-line ``BackendError`` saying how to install it.
+- The bundle is ``out_dir`` itself: ``<name>.so``, the ``graphpress_run`` runner compiled against
+  the aarch64 TVM runtime, its C++ source, and ``libtvm_runtime.so`` + ``libtvm_ffi.so``. Copy the
+  folder to the board and run ``./graphpress_run ./<name>.so --out . input_0.npy ...``. Without the
+  aarch64 runtime only the library is written, with a note.
+- The check runs the bundle under ``qemu-aarch64-static`` and compares with ONNX Runtime on this
+  machine; without qemu it is skipped with a note naming what is missing.
+- Latency is measured only on a real device (``remote``, TVM's RPC); emulated time means nothing.
+- Tuning needs measurement on the device, so it needs ``remote``; building MetaSchedule's candidates
+  for aarch64 (a cross-linking builder) is not supported yet.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from backends import arm_toolchain
+from backends.base import Backend, BuildRequest, BuildResult, CheckResult, register_backend
+from backends.numeric_check import compare_outputs
+from backends.tvm_build import artifact, compile_module, export_library, import_onnx, import_tvm, measure_latency, tvm_target, write_manifest
+from ir import runtime
+from ir.errors import BackendError, GraphpressError
+
+
+class TvmAarch64Backend(Backend):
+    key = "cross-aarch64"
+    description = "aarch64 Linux by cross-compilation ('rpi4', 'arm-a72', 'arm-a55', 'llvm -mcpu=cortex-a72')"
+
+    def build(self, request: BuildRequest) -> BuildResult:
+        tvm = import_tvm()
+        if request.tuning is not None and request.tuning.trials > 0:
+            raise BackendError(
+                "tuning for aarch64 is not supported yet: MetaSchedule would need a cross-linking builder; "
+                "build untuned, or tune on the board itself with a host target"
+            )
+        toolchain = arm_toolchain.find_toolchain()
+        if not toolchain.can_link:
+            raise BackendError(f"cross-compiling for {request.target.triple} needs {toolchain.missing[0]}")
+        notes: list[str] = []
+        target = tvm_target(tvm, request.target)
+        start = time.perf_counter()
+        module = import_onnx(tvm, request.model, request.input_shapes)
+        executable, tuning = compile_module(tvm, module, target, request, notes)
+        from tvm.support import cc  # noqa: PLC0415 - needs tvm
+
+        fcompile = cc.cross_compiler(toolchain.cxx)
+        library = export_library(executable, request.out_dir, request.name, notes, fcompile=fcompile)
+        artifacts = [artifact("library", library), artifact("manifest", write_manifest(request, library))]
+        if toolchain.can_bundle:
+            artifacts += [artifact(role, path) for role, path in arm_toolchain.bundle(toolchain, request.out_dir)]
+        else:
+            notes.append(f"runner not shipped: missing {'; '.join(toolchain.missing)}")
+        seconds = time.perf_counter() - start
+        check = self._check(toolchain, request, library, notes) if request.check else None
+        latency = None
+        if request.measure_repeat:
+            latency = measure_latency(tvm, request, library, notes, runnable=False)
+        return BuildResult(
+            target=request.target.text,
+            library=library,
+            size_bytes=library.stat().st_size,
+            compile_seconds=seconds,
+            check=check,
+            backend="tvm-cross-aarch64",
+            notes=tuple(notes),
+            artifacts=tuple(artifacts),
+            latency=latency,
+            tuning=tuning,
+        )
+
+    def _check(self, toolchain: Any, request: BuildRequest, library: Path, notes: list[str]) -> CheckResult | None:
+        if not toolchain.can_run:
+            notes.append(f"check skipped: cannot run aarch64 code here (missing {'; '.join(toolchain.missing)})")
+            return None
+        try:
+            feeds = runtime.generate_inputs(request.model, seed=0)
+            reference = runtime.run(request.model, feeds)
+        except GraphpressError as exc:
+            notes.append(f"check skipped: {exc}")
+            return None
+        outputs = arm_toolchain.run_under_qemu(toolchain, request.out_dir, library, list(feeds.values()))
+        result = compare_outputs(reference, outputs, rtol=request.rtol, atol=request.atol)
+        notes.append("checked under qemu-aarch64-static against ONNX Runtime on this machine")
+        if not result.passed:
+            notes.append(
+                f"outputs differ from ONNX Runtime: max abs error {result.max_abs_error:.3g}, max rel error "
+                f"{result.max_rel_error:.3g} (worst output '{result.worst_output}')"
+            )
+        return result
+
+
+register_backend(TvmAarch64Backend())

@@ -1,0 +1,150 @@
+"""quantize-weights: int4 / int2 block-wise weight-only quantization, optionally with GPTQ rounding.
+
+Rules:
+- Weights of Conv, Gemm and MatMul (constant float; MatMul and Gemm 2-D) become int4 tensors with one
+  float scale per ``block_size`` consecutive input features of each output channel, decoded by a
+  standard ``DequantizeLinear`` with ``axis`` and ``block_size`` (opset 21; the model is converted
+  when its opset is lower). Conv weights are stored as ``[outputs, C kh kw]`` and reshaped back.
+  Activations stay float: the model computes in float on dequantized weights (the gain is size).
+- ``bits=2`` keeps the levels -1, 0, 1 (ternary weights with block scales), stored in int4 (ONNX
+  Runtime has no int2 DequantizeLinear); experimental.
+- ``rounding=gptq`` rounds with GPTQ (``gptq``) from each layer's input second moment ``X^T X``,
+  gathered on calibration data from the float model (streamed; at most 4096 rows per feed);
+  grouped Conv layers fall back to round-to-nearest. ``rounding=nearest`` needs no data.
+- The output error on calibration data is noted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import numpy as np
+import onnx_ir as ir
+
+from ir import activations, io
+from ir.errors import InvalidModelError
+from passes.base import Pass, PassResult, register
+from passes.calibration import Calibration
+from passes.prune.reconstruct import flat_weight, layer_rows
+from passes.quantize import gptq, qdq
+from passes.quantize.qdq import constant_array
+
+MAX_ROWS = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightOnlyOptions:
+    bits: Literal[4, 2] = dataclasses.field(default=4, metadata={"doc": "weight bits (2 = ternary, experimental)"})
+    block_size: int = dataclasses.field(default=32, metadata={
+        "check": lambda v: v >= 16 and v & (v - 1) == 0, "rule": "a power of two >= 16", "doc": "input features per scale"})
+    rounding: Literal["nearest", "gptq"] = dataclasses.field(default="gptq", metadata={"doc": "round to nearest or GPTQ"})
+    samples: int = dataclasses.field(default=16, metadata={"check": lambda v: v >= 1, "rule": ">= 1", "doc": "calibration feeds for GPTQ"})
+    damp: float = dataclasses.field(default=0.01, metadata={"check": lambda v: 0 < v < 1, "rule": "in (0, 1)", "doc": "GPTQ dampening"})
+
+
+def _layers(model: ir.Model) -> list[ir.Node]:
+    chosen = []
+    for node in model.graph:
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.inputs) < 2:
+            continue
+        weight = constant_array(node.inputs[1])
+        if weight is None or weight.dtype != np.float32:
+            continue
+        if node.op_type in ("Gemm", "MatMul") and weight.ndim != 2:
+            continue
+        if node.op_type == "Gemm" and (node.attributes.get_int("transA", 0) or node.attributes.get_float("alpha", 1.0) != 1.0):
+            continue
+        chosen.append(node)
+    return chosen
+
+
+@register
+class QuantizeWeightsPass(Pass):
+    name = "quantize-weights"
+    Options = WeightOnlyOptions
+    lossless = False
+
+    def call(self, model: ir.Model) -> PassResult:
+        if not _layers(model):
+            return PassResult(model, modified=False)
+        before = qdq.default_opset(model)
+        try:
+            if qdq.raise_opset(model, 21):
+                self.note(f"opset raised from {before} to 21: block-wise int4 DequantizeLinear")
+        except InvalidModelError as exc:
+            self.note(f"not quantized: {exc}")
+            return PassResult(model, modified=False)
+        reference = io.copy_model(model)
+        layers = _layers(model)
+        feeds = self._feeds(model)
+        hessians = input_moments(model, layers, feeds) if self.options.rounding == "gptq" else {}
+        writer = qdq.GraphWriter(model.graph, self.name)
+        for node in layers:
+            self._quantize(writer, node, hessians.get(node))
+        for name, value in list(model.graph.initializers.items()):
+            if not value.uses() and not value.is_graph_output() and not value.is_graph_input():
+                del model.graph.initializers[name]
+        qdq.drop_unused_constants(model.graph)
+        model.graph.sort()
+        from passes.quantize.fidelity import compare_models
+
+        fidelity = compare_models(reference, model, feeds[:4])
+        self.note("error on %d calibration feeds: %s" % (len(feeds[:4]), ", ".join(f"{k} {v:.4g}" for k, v in fidelity.items())))
+        return PassResult(model, modified=True)
+
+    def _feeds(self, model: ir.Model) -> list:
+        calibration = getattr(self.context, "calibration", None)
+        if calibration is None or calibration.generated:
+            if self.options.rounding == "gptq":
+                self.note("GPTQ on generated random inputs: pass real calibration data for meaningful rounding")
+            calibration = calibration or Calibration.generated_for(model, n=4)
+        return calibration.take(self.options.samples) or Calibration.generated_for(model, n=4).take(4)
+
+    def _quantize(self, writer: qdq.GraphWriter, node: ir.Node, hessian: np.ndarray | None) -> None:
+        opts = self.options
+        weight = constant_array(node.inputs[1])
+        flat = flat_weight(node)  # [outputs, features]
+        if hessian is not None:
+            q, scales = gptq.gptq(flat, hessian, opts.bits, opts.block_size, opts.damp)
+            self.stats["layers rounded with GPTQ"] += 1
+        else:
+            q, scales = gptq.round_to_nearest(flat, opts.bits, opts.block_size)
+            self.stats["layers rounded to nearest"] += 1
+        base = node.inputs[1].name or f"{node.outputs[0].name}_weight"
+        transposed = node.op_type == "MatMul" or (node.op_type == "Gemm" and not node.attributes.get_int("transB", 0))
+        stored, scale, axis = (q.T, scales.T, 0) if transposed else (q, scales, 1)
+        int4 = ir.tensor(np.ascontiguousarray(stored), dtype=ir.DataType.INT4)
+        zero = ir.tensor(np.zeros(scale.shape, np.int8), dtype=ir.DataType.INT4)
+        inputs = [self._tensor(writer, f"{base}_int4", int4), writer.constant(f"{base}_scale", scale.astype(np.float32)),
+                  self._tensor(writer, f"{base}_zero_point", zero)]
+        value = writer.node("DequantizeLinear", inputs, base, ir.DataType.FLOAT, ir.Shape(stored.shape), {"axis": axis, "block_size": opts.block_size})
+        if node.op_type == "Conv":
+            shape = writer.constant(f"{base}_shape", np.array(weight.shape, np.int64))
+            value = writer.node("Reshape", [value, shape], base, ir.DataType.FLOAT, ir.Shape(weight.shape))
+        node.replace_input_with(1, value)
+        self.stats["float bytes"] += weight.nbytes
+        self.stats["quantized bytes"] += -(-stored.size // 2) + scale.size * 4
+
+    @staticmethod
+    def _tensor(writer: qdq.GraphWriter, base: str, tensor) -> ir.Value:
+        name = writer.fresh(base)
+        tensor.name = name
+        value = ir.Value(name=name, type=ir.TensorType(tensor.dtype), shape=ir.Shape(tensor.shape), const_value=tensor)
+        writer.graph.register_initializer(value)
+        return value
+
+
+def input_moments(model: ir.Model, layers: list[ir.Node], feeds: list) -> dict[ir.Node, np.ndarray]:
+    """``X^T X`` of each (group=1) layer's input rows over the feeds, from the float model."""
+    eligible = [n for n in layers if n.op_type != "Conv" or n.attributes.get_int("group", 1) == 1]
+    names = list(dict.fromkeys(n.inputs[0].name for n in eligible))
+    moments: dict[ir.Node, np.ndarray] = {}
+    rng = np.random.default_rng(0)
+    for arrays in activations.capture(model, names, feeds):
+        for node in eligible:
+            rows = layer_rows(node, arrays[node.inputs[0].name]).astype(np.float64)
+            if rows.shape[0] > MAX_ROWS:
+                rows = rows[rng.choice(rows.shape[0], MAX_ROWS, replace=False)]
+            moments[node] = moments.get(node, 0.0) + rows.T @ rows
+    return moments

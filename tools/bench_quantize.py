@@ -1,0 +1,313 @@
+"""Benchmark: our int8 quantization against ONNX Runtime's quantize_static and NNCF, plus int4 and clustering.
+
+One run, the same calibration data (``ocr_data.calibration_arrays`` with seed 1, or random images
+for the builders) and the same evaluation (``ocr_data.evaluate`` with seed 0; builders: fidelity
+against the float model on random images of another seed). Every quantizer starts from the same
+folded float model (``fold`` preset); the anchors get it converted to opset 17 (FACTS.md: ONNX
+Runtime's quantizer writes invalid per-channel models at opset 12). Each quantization runs in a fresh
+process (spawn) that reports its wall time and peak resident memory (``ru_maxrss``, including the
+Python interpreter and imports). Latency: ONNX Runtime, 2 intra-op threads, median of 20 runs.
+
+Writes ``docs/bench_quantize.md`` (and ``.json``).
+Usage: ``python tools/bench_quantize.py [--models rec,cls,det,mobilenetv2,resnet50] [--n-det 20]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+OCR = {"rec": "ppocr-rec", "cls": "ppocr-cls", "det": "ppocr-det"}
+BUILDERS = ("mobilenetv2", "resnet50")
+OURS = {
+    "ours minmax": "quantize{calibrate=minmax}",
+    "ours mse": "quantize{calibrate=mse}",
+    "ours percentile": "quantize{calibrate=percentile}",
+    "ours mse + bias corr.": "quantize{calibrate=mse,bias_correction=true}",
+}
+ORT_METHODS = ("MinMax", "Percentile", "Entropy")
+
+
+# -- data -------------------------------------------------------------------------------------------
+def calibration_feeds(model_key: str, n: int) -> list[dict]:
+    from models import ocr_data
+
+    if model_key in OCR:
+        return ocr_data.calibration_arrays(model_key, n, seed=1)
+    rng = np.random.default_rng(1)
+    return [{"input": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)} for _ in range(n)]
+
+
+def float_model(model_key: str, folder: Path) -> Path:
+    from ir import io, shapes
+    from models import builders, zoo
+    from passes.manager import PassManager
+
+    if model_key in OCR:
+        model = io.load(zoo.model_path(OCR[model_key]))
+        shapes.fix_input_shapes(model, zoo.default_input_shapes(OCR[model_key]))
+    else:
+        model = builders.build(model_key, image_size=224)
+    folded = PassManager("fold", verify="off").run(model).model
+    return io.save(folded, folder / f"{model_key}.float.onnx")
+
+
+def opset17(path: Path) -> Path:
+    import onnx
+
+    proto = onnx.load(path)
+    if proto.opset_import[0].version < 17:
+        proto = onnx.version_converter.convert_version(proto, 17)
+    out = path.with_suffix(".opset17.onnx")
+    onnx.save(proto, out)
+    return out
+
+
+# -- quantizers (run in a child process) -------------------------------------------------------------
+def _child(job: dict, queue) -> None:
+    import resource
+
+    started = time.perf_counter()
+    try:
+        feeds = calibration_feeds(job["model"], job["samples"])
+        if job["kind"] == "ours":
+            from ir import io
+            from passes.calibration import Calibration
+            from passes.manager import PassContext, PassManager
+            import passes.cluster  # noqa: F401
+            import passes.quantize  # noqa: F401
+
+            context = PassContext(calibration=Calibration.from_iterable(feeds))
+            result = PassManager(job["pipeline"], verify="off", context=context).run(io.load(job["source"]))
+            failures = [r.failure for r in result.records if r.failure]
+            if failures:
+                raise RuntimeError(failures[0])
+            io.save(result.model, job["target"])
+            notes = [n for r in result.records for n in r.notes]
+            stats = {k: v for r in result.records for k, v in r.stats.items()}
+        elif job["kind"] == "ort":
+            from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+            class Reader(CalibrationDataReader):
+                def __init__(self):
+                    self.items = iter(feeds)
+
+                def get_next(self):
+                    return next(self.items, None)
+
+            quantize_static(job["source"], job["target"], Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=getattr(CalibrationMethod, job["method"]))
+            notes, stats = [], {}
+        else:  # nncf
+            import nncf
+            import onnx
+
+            quantized = nncf.quantize(onnx.load(job["source"]), nncf.Dataset(feeds), subset_size=len(feeds))
+            onnx.save(quantized, job["target"])
+            notes, stats = [], {}
+        seconds = time.perf_counter() - started
+        queue.put({"ok": True, "seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "notes": notes, "stats": stats})
+    except Exception as exc:  # report the failure as a result row, do not stop the benchmark
+        queue.put({"ok": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]})
+
+
+def quantize_in_child(job: dict, timeout: float = 1800) -> dict:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(job, queue))
+    process.start()
+    try:
+        result = queue.get(timeout=timeout)
+    except Exception:
+        result = {"ok": False, "error": "timed out or crashed"}
+    process.join(60)
+    return result
+
+
+# -- measurements -----------------------------------------------------------------------------------
+def session(path: Path, threads: int = 2):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def latency_ms(path: Path, feed: dict, runs: int = 20) -> float:
+    sess = session(path)
+    for _ in range(3):
+        sess.run(None, feed)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+def zipped_bytes(path: Path) -> int:
+    with tempfile.TemporaryDirectory() as folder:
+        archive = Path(folder) / "m.zip"
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as handle:
+            handle.write(path, "model.onnx")
+        return archive.stat().st_size
+
+
+def quality(model_key: str, path: Path, reference: Path, n_det: int) -> dict:
+    from models import ocr_data
+
+    if model_key in OCR:
+        n = n_det if model_key == "det" else 100
+        scores = ocr_data.evaluate(model_key, session(path, threads=0), n=n, seed=0)
+        key = {"rec": "char_accuracy", "cls": "accuracy", "det": "f_score"}[model_key]
+        return {"metric": key, "value": scores[key], "n": n}
+    rng = np.random.default_rng(7)
+    feeds = [{"input": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)} for _ in range(16)]
+    ref, got = session(reference, 0), session(path, 0)
+    a = np.concatenate([ref.run(None, f)[0] for f in feeds])
+    b = np.concatenate([got.run(None, f)[0] for f in feeds])
+    sqnr = 10 * np.log10(np.sum(a.astype(np.float64) ** 2) / max(np.sum((a - b).astype(np.float64) ** 2), 1e-300))
+    return {"metric": "top-1 agreement", "value": float(np.mean(a.argmax(1) == b.argmax(1))), "sqnr_db": float(sqnr), "n": 16}
+
+
+# -- the run ----------------------------------------------------------------------------------------
+def bench_int8(model_key: str, folder: Path, n_det: int, with_nncf: bool) -> list[dict]:
+    source = float_model(model_key, folder)
+    source17 = opset17(source)
+    samples = 8 if model_key == "det" else 32 if model_key in OCR else 16
+    feed = calibration_feeds(model_key, 1)[0]
+    rows = [{"method": "float", **quality(model_key, source, source, n_det), "latency_ms": latency_ms(source, feed),
+             "bytes": source.stat().st_size, "seconds": 0.0, "peak_mb": None}]
+    jobs = [(name, {"kind": "ours", "pipeline": pipe, "source": str(source)}) for name, pipe in OURS.items()]
+    jobs += [(f"ORT {m}", {"kind": "ort", "method": m, "source": str(source17)}) for m in ORT_METHODS]
+    if with_nncf:
+        jobs.append(("NNCF", {"kind": "nncf", "source": str(source17)}))
+    for name, job in jobs:
+        target = folder / f"{model_key}.{name.replace(' ', '_').replace('+', '').replace('.', '')}.onnx"
+        job.update(model=model_key, samples=samples, target=str(target))
+        result = quantize_in_child(job)
+        row = {"method": name}
+        if result["ok"]:
+            row.update(quality(model_key, target, source, n_det))
+            row.update(latency_ms=latency_ms(target, feed), bytes=target.stat().st_size, seconds=result["seconds"], peak_mb=result["peak_mb"])
+            row["stats"] = result.get("stats", {})
+        else:
+            row["error"] = result["error"]
+        rows.append(row)
+        print(model_key, row, flush=True)
+    return rows
+
+
+def bench_low_bit(model_key: str, folder: Path, n_det: int) -> list[dict]:
+    source = folder / f"{model_key}.float.onnx"
+    pipelines = {
+        "int4 nearest": "quantize-weights{rounding=nearest}",
+        "int4 GPTQ": "quantize-weights{rounding=gptq}",
+        "int4 GPTQ block 16": "quantize-weights{rounding=gptq,block_size=16}",
+        "int2 GPTQ (ternary)": "quantize-weights{rounding=gptq,bits=2,block_size=16}",
+        "cluster 16": "cluster{clusters=16}",
+        "cluster 32": "cluster{clusters=32}",
+        "cluster 64": "cluster{clusters=64}",
+        "cluster 16 per channel": "cluster{clusters=16,per_channel=true}",
+    }
+    samples = 8 if model_key == "det" else 32
+    rows = []
+    for name, pipe in pipelines.items():
+        target = folder / f"{model_key}.{name.replace(' ', '_').replace('(', '').replace(')', '')}.onnx"
+        result = quantize_in_child({"kind": "ours", "pipeline": pipe, "source": str(source), "model": model_key, "samples": samples, "target": str(target)})
+        row = {"method": name}
+        if result["ok"]:
+            row.update(quality(model_key, target, source, n_det))
+            row.update(bytes=target.stat().st_size, zip_bytes=zipped_bytes(target), seconds=result["seconds"], stats=result["stats"])
+        else:
+            row["error"] = result["error"]
+        rows.append(row)
+        print(model_key, row, flush=True)
+    float_row = {"method": "float", **quality(model_key, source, source, n_det), "bytes": source.stat().st_size, "zip_bytes": zipped_bytes(source)}
+    return [float_row, *rows]
+
+
+def markdown(results: dict, meta: dict) -> str:
+    lines = ["# Quantization benchmark", "", f"Machine: {meta['machine']}; versions: {meta['versions']}.", "",
+             "Accuracy: PP-OCR task metric on `ocr_data.evaluate` (seed 0; rec char accuracy, cls accuracy, det F-score), "
+             "builders: top-1 agreement with the float model on 16 random images (SQNR in brackets). "
+             "Calibration: seed 1 (32 samples; det 8; builders 16 random images). Latency: ORT, 2 threads, median of 20. "
+             "Peak memory: the quantizing process's max RSS, interpreter and imports included.", ""]
+    for model_key, rows in results.get("int8", {}).items():
+        lines += [f"## int8: {model_key}", "", "| method | accuracy | latency ms | speed-up | size KB | quantize s | peak MB |", "|---|---|---|---|---|---|---|"]
+        base = rows[0]["latency_ms"]
+        for row in rows:
+            if "error" in row:
+                lines.append(f"| {row['method']} | failed: {row['error']} | | | | | |")
+                continue
+            value = f"{row['value']:.4f}" + (f" ({row['sqnr_db']:.1f} dB)" if "sqnr_db" in row else "")
+            peak = f"{row['peak_mb']:.0f}" if row.get("peak_mb") else ""
+            lines.append(f"| {row['method']} | {value} | {row['latency_ms']:.2f} | {base / row['latency_ms']:.2f}x | {row['bytes'] / 1024:.0f} | {row['seconds']:.1f} | {peak} |")
+        lines.append("")
+    for model_key, rows in results.get("low_bit", {}).items():
+        lines += [f"## low-bit weights and clustering: {model_key}", "", "| method | accuracy | size KB | zip KB | Huffman KB (weights) | float weights KB | time s |", "|---|---|---|---|---|---|---|"]
+        for row in rows:
+            if "error" in row:
+                lines.append(f"| {row['method']} | failed: {row['error']} | | | | | |")
+                continue
+            stats = row.get("stats", {})
+            huffman = stats.get("Huffman-coded bytes (indices + codebooks)")
+            weights = stats.get("float bytes")
+            lines.append(f"| {row['method']} | {row['value']:.4f} | {row['bytes'] / 1024:.0f} | {row['zip_bytes'] / 1024:.0f} | "
+                         f"{huffman / 1024:.0f} | {weights / 1024:.0f} | {row.get('seconds', 0):.1f} |" if huffman else
+                         f"| {row['method']} | {row['value']:.4f} | {row['bytes'] / 1024:.0f} | {row['zip_bytes'] / 1024:.0f} | | {(weights or 0) / 1024:.0f} | {row.get('seconds', 0):.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="rec,cls,det,mobilenetv2,resnet50")
+    parser.add_argument("--low-bit-models", default="rec,cls")
+    parser.add_argument("--n-det", type=int, default=20)
+    parser.add_argument("--no-nncf", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "bench_quantize.md"))
+    args = parser.parse_args()
+    import onnx
+    import onnxruntime
+
+    versions = {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    try:
+        import nncf
+
+        versions["nncf"] = nncf.__version__
+    except ImportError:
+        args.no_nncf = True
+    meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "versions": ", ".join(f"{k} {v}" for k, v in versions.items())}
+    results: dict = {"int8": {}, "low_bit": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for model_key in filter(None, args.models.split(",")):
+            results["int8"][model_key] = bench_int8(model_key, folder, args.n_det, not args.no_nncf)
+        for model_key in filter(None, args.low_bit_models.split(",")):
+            if not (folder / f"{model_key}.float.onnx").exists():
+                float_model(model_key, folder)
+            results["low_bit"][model_key] = bench_low_bit(model_key, folder, args.n_det)
+    out = Path(args.out)
+    out.write_text(markdown(results, meta) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, **results}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
