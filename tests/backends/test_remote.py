@@ -50,7 +50,8 @@ def start(*args: str) -> subprocess.Popen:
 
 
 def stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
+    if process.poll() is None:  # it may have exited already (the failure being reported)
+        os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=10)
 
 
