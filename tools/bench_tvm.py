@@ -4,7 +4,7 @@ Models: the ResNet-50 builder (1x3x224x224) and the PP-OCRv4 text detector (fold
 pipeline at a fixed 1x3x320x320). For each: ONNX Runtime's latency (all cores, ORT_ENABLE_ALL), the
 untuned TVM library's, and for each budget a fresh tuning database: tuning time, trials, the tuned
 library's latency and its agreement with ONNX Runtime. Then the largest budget is built again with
-its database, to show what reusing a database costs. Latency: median of --repeat runs after one
+its database: tasks already recorded come from it and the budget goes to the others. Latency: median of --repeat runs after one
 warm-up, same random input, this machine, same thread count. Writes docs/bench_tvm.md.
 
 Usage: python tools/bench_tvm.py [--budgets 32,160] [--models resnet50,ppocr-det] [--repeat 20]
@@ -135,7 +135,7 @@ def write(path: Path, sections, budgets, repeat, seconds) -> None:
         + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
         f"Written by `tools/bench_tvm.py` in one run of {seconds / 60:.1f} min. Latency: median of {repeat} runs "
         "(untuned: fewer) after a warm-up, one random input, all cores for both. Each budget tunes into a fresh "
-        "database; the `-again` row rebuilds with the last database (reuse). Error: max |TVM - ORT| / output magnitude.",
+        "database; the `-again` row runs the last budget again on that database: tasks with records come from it, the budget goes to the others (incremental tuning). Error: max |TVM - ORT| / output magnitude.",
         "",
     ]
     for name, shapes, ort_ms, rows in sections:
