@@ -5,7 +5,7 @@ for the builders) and the same evaluation (``ocr_data.evaluate`` with seed 0; bu
 against the float model on random images of another seed). Every quantizer starts from the same
 folded float model (``fold`` preset); the anchors get it converted to opset 17 (FACTS.md: ONNX
 Runtime's quantizer writes invalid per-channel models at opset 12). Each quantization runs in a fresh
-process (spawn) that reports its wall time and peak resident memory (``ru_maxrss``, including the
+process (spawn) that reports its wall time and peak resident memory (``VmHWM``, including the
 Python interpreter and imports). Latency: ONNX Runtime, 2 intra-op threads, median of 20 runs.
 
 Writes ``docs/bench_quantize.md`` (and ``.json``).
@@ -38,6 +38,9 @@ OURS = {
     "ours percentile": "quantize{calibrate=percentile}",
     "ours mse + bias corr.": "quantize{calibrate=mse,bias_correction=true}",
 }
+# Mixed precision costs one build + evaluation per layer (sensitivity): run on the small OCR models.
+BUDGET = {"ours minmax, 15 dB budget": "quantize{calibrate=minmax,fidelity_budget=15}"}
+BUDGET_MODELS = ("rec", "cls")
 ORT_METHODS = ("MinMax", "Percentile", "Entropy")
 
 
@@ -78,8 +81,6 @@ def opset17(path: Path) -> Path:
 
 # -- quantizers (run in a child process) -------------------------------------------------------------
 def _child(job: dict, queue) -> None:
-    import resource
-
     started = time.perf_counter()
     try:
         feeds = calibration_feeds(job["model"], job["samples"])
@@ -120,9 +121,18 @@ def _child(job: dict, queue) -> None:
             onnx.save(quantized, job["target"])
             notes, stats = [], {}
         seconds = time.perf_counter() - started
-        queue.put({"ok": True, "seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "notes": notes, "stats": stats})
+        queue.put({"ok": True, "seconds": seconds, "peak_mb": _peak_rss_mb(), "notes": notes, "stats": stats})
     except Exception as exc:  # report the failure as a result row, do not stop the benchmark
         queue.put({"ok": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]})
+
+
+def _peak_rss_mb() -> float:
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a spawned child would report its
+    # parent's peak when that is larger.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def quantize_in_child(job: dict, timeout: float = 1800) -> dict:
@@ -194,12 +204,13 @@ def bench_int8(model_key: str, folder: Path, n_det: int, with_nncf: bool) -> lis
     feed = calibration_feeds(model_key, 1)[0]
     rows = [{"method": "float", **quality(model_key, source, source, n_det), "latency_ms": latency_ms(source, feed),
              "bytes": source.stat().st_size, "seconds": 0.0, "peak_mb": None}]
-    jobs = [(name, {"kind": "ours", "pipeline": pipe, "source": str(source)}) for name, pipe in OURS.items()]
+    ours = {**OURS, **(BUDGET if model_key in BUDGET_MODELS else {})}
+    jobs = [(name, {"kind": "ours", "pipeline": pipe, "source": str(source)}) for name, pipe in ours.items()]
     jobs += [(f"ORT {m}", {"kind": "ort", "method": m, "source": str(source17)}) for m in ORT_METHODS]
     if with_nncf:
         jobs.append(("NNCF", {"kind": "nncf", "source": str(source17)}))
     for name, job in jobs:
-        target = folder / f"{model_key}.{name.replace(' ', '_').replace('+', '').replace('.', '')}.onnx"
+        target = folder / f"{model_key}.{name.replace(' ', '_').replace('+', '').replace('.', '').replace(',', '')}.onnx"
         job.update(model=model_key, samples=samples, target=str(target))
         result = quantize_in_child(job)
         row = {"method": name}
