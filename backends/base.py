@@ -84,6 +84,15 @@ class RemoteDevice:
     def text(self) -> str:
         return f"{self.key}@{self.host}:{self.port} (tracker)" if self.key else f"{self.host}:{self.port}"
 
+    @classmethod
+    def parse(cls, text: str) -> RemoteDevice:
+        """``HOST:PORT`` names an RPC server, ``KEY@HOST:PORT`` a tracker and the device key to ask it for."""
+        key, _, address = text.rpartition("@")
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536 or (_ and not key):
+            raise UsageError(f"--rpc '{text}': expected HOST:PORT (an RPC server) or KEY@HOST:PORT (a tracker), e.g. 127.0.0.1:9190")
+        return cls(host, int(port), key or None)
+
 
 @dataclasses.dataclass(frozen=True)
 class Artifact:

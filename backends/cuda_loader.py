@@ -9,7 +9,7 @@ its own. This file does, with ``nvcc --fatbin``, and loads ``tvm/lib/libtvm_runt
     python graphpress_cuda.py model.so [--arch sm_90] [--repeat N] [--out DIR] input_0.npy ...
 
 runs ``main`` on GPU 0 and writes ``DIR/output_<i>.npy``. From Python: ``load(path)`` returns a
-``tvm.relax.VirtualMachine``. Needs: ``apache-tvm`` and ``apache-tvm-ffi`` (0.27 / 0.1.14), nvcc on
+``tvm.runtime.vm.VirtualMachine``. Needs: ``apache-tvm`` and ``apache-tvm-ffi`` (0.27 / 0.1.14), nvcc on
 PATH (or $NVCC), a CUDA driver. Depends on nothing else, so that it can be copied anywhere.
 """
 
@@ -62,7 +62,9 @@ def load(library: str | os.PathLike[str], arch: str | None = None, device_id: in
     if not device.exist:
         raise RuntimeError(f"no CUDA GPU {device_id} is visible")
     register_compile_callback(arch or _library_arch(library) or "sm_" + device.compute_version.replace(".", ""))
-    return tvm.relax.VirtualMachine(tvm.runtime.load_module(str(library)), device), device
+    from tvm.runtime.vm import VirtualMachine  # noqa: PLC0415 - tvm.relax needs the compiler library
+
+    return VirtualMachine(tvm.runtime.load_module(str(library)), device), device
 
 
 def _library_arch(library: str | os.PathLike[str]) -> str | None:

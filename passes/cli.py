@@ -1,4 +1,4 @@
-"""The command line: ``python -m passes optimize|inspect|diff|list``.
+"""The command line: ``python -m passes optimize|inspect|diff|list|targets``.
 
 Exit codes: 0 success, 1 the model or a pass failed, 2 usage error. Errors print one line on stderr;
 ``--debug`` shows the traceback. Nothing is written unless the whole command succeeds, and outputs are
@@ -57,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--calib", help=".npy/.npz file or a folder of .npy/.npz files or images")
     optimize.add_argument("--calib-preprocess", help="for image folders: size=HxW,mean=a/b/c,std=a/b/c,scale=s,layout=nchw|nhwc,color=rgb|bgr")
     optimize.add_argument("--calib-limit", type=int, default=None, help="use at most this many calibration samples")
-    optimize.add_argument("--target", help="TVM target, e.g. llvm, 'llvm -mcpu=skylake-avx512' or llvm -mcpu=cortex-a72 unquoted")
+    optimize.add_argument("--target", action="append", default=[], help="TVM target or preset (see 'targets'), e.g. llvm, arm-a72, 'llvm -mcpu=skylake-avx512' or llvm -mcpu=cortex-a72 unquoted; repeat for several libraries")
+    optimize.add_argument("--tune-trials", type=int, metavar="N", help="tune with MetaSchedule: N measured candidates in all (0: only apply --tune-db)")
+    optimize.add_argument("--tune-db", metavar="DIR", help="tuning database folder, created when missing and reused across runs and models")
+    optimize.add_argument("--measure", type=int, default=0, metavar="N", help="measure each library's latency: median of N runs (here, or on --rpc)")
+    optimize.add_argument("--rpc", metavar="[KEY@]HOST:PORT", help="a device reached through TVM's RPC: a server, or a tracker with the device KEY; used to measure and tune")
     optimize.add_argument("-o", "--output", help="output folder (default: ./<model name>-optimized)")
     optimize.add_argument("--verify", choices=["each", "end", "off"], default="each", help="numerical check after each pass (default), at the end, or never")
     optimize.add_argument("--tolerance", type=float, default=1e-4, help="largest relative output error a lossless pass may introduce")
@@ -79,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--json", action="store_true")
     diff.add_argument("--html", metavar="FILE", help="write a self-contained HTML page")
     diff.add_argument("--no-numeric", action="store_true", help="skip running both models")
+
+    targets = commands.add_parser("targets", help="target presets, what builds each, and whether it builds and runs on this machine")
+    targets.add_argument("--json", action="store_true")
 
     listing = commands.add_parser("list", help="passes, their options and docs; presets")
     listing.add_argument("--json", action="store_true")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -40,11 +41,7 @@ def run_optimize(args) -> int:
 
     # Validate every argument before touching the model or the disk.
     pipe = pipeline.parse(args.passes)
-    target = None
-    if args.target:
-        from backends.target import parse_target
-
-        target = parse_target(args.target)
+    build_options = _build_options(args) if args.target else None
     out_dir = _writable_output_dir(Path(args.output) if args.output else default_output_dir(args.model))
     preprocess = calibration.ImagePreprocess.parse(args.calib_preprocess) if args.calib_preprocess else None
     model, fixed = _load_with_shapes(args.model, args.input_shape)
@@ -81,17 +78,10 @@ def run_optimize(args) -> int:
         after = instruments.cost_snapshot(result.model)
         stem = Path(args.model).stem
         staged_model = io.save(result.model, Path(scratch) / f"{stem}.onnx")
-        build = None
-        if target is not None:
-            from backends import compile_model
-
-            with console.status(f"compiling for {target.text} with TVM"):
-                built = compile_model(result.model, target, Path(scratch), input_shapes=fixed or None, name=stem)
-            build = dataclasses.asdict(built)
-            build["library"] = str(out_dir / built.library.name)
-            if built.check is not None and not built.check.passed:
-                raise BackendError(f"the {target.text} library does not match ONNX Runtime (max relative error {built.check.max_rel_error:.3g})")
-        report = build_report(result, source=args.model, output=str(out_dir / staged_model.name), before=before, after=after, build=build, warnings=warnings_list + result.warnings)
+        targets = None
+        if build_options is not None:
+            targets = _build_targets(result.model, args.target, Path(scratch), out_dir, dict(build_options, input_shapes=fixed or None, name=stem))
+        report = build_report(result, source=args.model, output=str(out_dir / staged_model.name), before=before, after=after, targets=targets, warnings=warnings_list + result.warnings)
         (Path(scratch) / "report.json").write_text(write_json(report))
         (Path(scratch) / "report.md").write_text(write_markdown(report))
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -99,6 +89,81 @@ def run_optimize(args) -> int:
             os.replace(produced, out_dir / produced.name)
 
     _print_summary(report, out_dir)
+    failed = [t for t in targets or () if not t["compiled"] or (t.get("check") or {}).get("passed") is False]
+    if failed:
+        reasons = "; ".join(f"{t['target']}: {t.get('error') or 'does not match ONNX Runtime'}" for t in failed)
+        raise BackendError(f"{len(failed)} of {len(targets)} targets failed ({reasons}); see {out_dir / 'report.md'}")
+    return 0
+
+
+def _build_options(args) -> dict:
+    """Validated options for ``compile_model``, before the model is loaded; the targets parse here too."""
+    from backends.base import RemoteDevice
+    from backends.target import parse_target
+    from backends.tuning import validate_tuning
+
+    for target in args.target:
+        parse_target(target)
+    if len(set(args.target)) != len(args.target):
+        raise UsageError(f"--target given twice: {', '.join(sorted({t for t in args.target if args.target.count(t) > 1}))}")
+    validate_tuning(args.tune_trials, args.tune_db)
+    if args.measure < 0:
+        raise UsageError(f"--measure {args.measure}: expected a number of runs >= 0")
+    remote = RemoteDevice.parse(args.rpc) if args.rpc else None
+    return {"tune_trials": args.tune_trials, "tune_db": args.tune_db, "measure_repeat": args.measure, "remote": remote}
+
+
+def _build_targets(model, targets: list[str], scratch: Path, out_dir: Path, options: dict) -> list[dict]:
+    """Compile for each target; one target writes into the output folder, several into a folder each.
+
+    With one target its failure is the command's failure; with several, each target's outcome is
+    reported and the command fails at the end if any did. Paths are reported where they will be.
+    """
+    from backends.report import build_for_targets, report_dict, TargetReport
+    from backends.tvm_build import compile_model
+
+    with _tuning_progress(options) as options:
+        if len(targets) == 1:
+            with console.status(f"compiling for {targets[0]} with TVM"):
+                reports = [TargetReport(targets[0], scratch, compile_model(model, targets[0], scratch, **options))]
+        else:
+            with console.status(f"compiling for {len(targets)} targets with TVM"):
+                reports = build_for_targets(model, targets, scratch, **options)
+    moved = [report_dict(r) for r in reports]
+    return [_relocated(entry, str(scratch), str(out_dir)) for entry in moved]
+
+
+def _relocated(value, old: str, new: str):
+    if isinstance(value, str):
+        return new + value[len(old):] if value.startswith(old) else value
+    if isinstance(value, dict):
+        return {k: _relocated(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relocated(v, old, new) for v in value]
+    return value
+
+
+@contextlib.contextmanager
+def _tuning_progress(options: dict):
+    """A progress bar over the measured tuning trials, when tuning is asked for."""
+    if not options.get("tune_trials"):
+        yield options
+        return
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("tuning (MetaSchedule)", total=options["tune_trials"])
+        yield dict(options, tune_progress=lambda done, total: progress.update(task, completed=done, total=total))
+
+
+def run_targets(args) -> int:
+    from backends.targets_table import format_targets, list_targets
+
+    rows = list_targets()
+    if args.json:
+        print_json([dataclasses.asdict(row) for row in rows])
+    else:
+        console.print(format_targets(rows), markup=False, highlight=False)
     return 0
 
 
@@ -129,8 +194,12 @@ def _print_summary(report: dict, out_dir: Path) -> None:
     final = report["verification"]["final_error"]
     if final:
         console.print(f"outputs vs input model: max relative error {final['max_rel']:.3g} on {report['verification']['inputs']}")
-    if report.get("build"):
-        console.print(f"library: {report['build'].get('library')}")
+    for target in report.get("targets") or ():
+        if target["compiled"]:
+            library = next((a["path"] for a in target["artifacts"] if a["role"] == "library"), "-")
+            console.print(f"{target['target']}: {library}")
+        else:
+            console.print(f"{target['target']}: not compiled: {target['error']}")
     console.print(f"wrote {out_dir}/ (model, report.md, report.json)")
 
 

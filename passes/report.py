@@ -20,7 +20,7 @@ def versions() -> dict[str, str]:
     return found
 
 
-def build_report(result: RunResult, *, source: str, output: str, before: dict, after: dict, build: dict | None, warnings: list[str]) -> dict[str, Any]:
+def build_report(result: RunResult, *, source: str, output: str, before: dict, after: dict, targets: list[dict] | None, warnings: list[str]) -> dict[str, Any]:
     deltas = {key: after[key] - before[key] for key in before if isinstance(before[key], (int, float)) and isinstance(after.get(key), (int, float))}
     return {
         "input": source,
@@ -34,7 +34,7 @@ def build_report(result: RunResult, *, source: str, output: str, before: dict, a
         "passes": [r.to_dict() for r in result.records],
         "fixpoints": result.fixpoints,
         "rolled_back": [{"pass": r.text, "reason": r.failure} for r in result.failures],
-        "build": build,
+        "targets": targets or [],
         "warnings": warnings,
     }
 
@@ -99,14 +99,29 @@ def write_markdown(report: dict[str, Any]) -> str:
     notes = sorted({note for r in report["passes"] for note in r["notes"]})
     if notes or report["warnings"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in (*report["warnings"], *notes)]
-    build = report.get("build")
-    if build:
-        lines += ["", "## Build", "", f"- target: `{build['target']}` ({build['backend']})", f"- library: `{build['library']}` ({build['size_bytes']:,} bytes)",
-                  f"- compile time: {build['compile_seconds']:.1f} s"]
-        check = build.get("check")
-        if check:
-            verdict = "matches" if check["passed"] else "DOES NOT match"
-            lines.append(f"- {verdict} ONNX Runtime: max abs {_number(check['max_abs_error'])}, max relative {_number(check['max_rel_error'])} (rtol {check['rtol']:g}, atol {check['atol']:g})")
-        lines += [f"- note: {note}" for note in build.get("notes", ())]
+    if report.get("targets"):
+        lines += ["", "## Targets", ""] + [_target_lines(target) for target in report["targets"]]
     lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     return "\n".join(lines)
+
+
+def _target_lines(target: dict[str, Any]) -> str:
+    """One target's outcome: what compiled, where the files are, the check, the latency, the notes."""
+    if not target["compiled"]:
+        return f"### `{target['target']}`: not compiled\n\n{target['error']}\n"
+    lines = [f"### `{target['target']}` ({target['backend']}, {target['compile_seconds']:.1f} s)", ""]
+    lines += [f"- {a['role']}: `{a['path']}` ({a['size_bytes']:,} bytes)" for a in target["artifacts"]]
+    check = target.get("check")
+    if check:
+        verdict = "matches" if check["passed"] else "DOES NOT match"
+        lines.append(f"- {verdict} ONNX Runtime: max abs {_number(check['max_abs_error'])}, max relative {_number(check['max_rel_error'])} (rtol {check['rtol']:g}, atol {check['atol']:g})")
+    else:
+        lines.append("- not checked against ONNX Runtime here (see the notes)")
+    latency = target.get("latency_ms")
+    if latency:
+        lines.append(f"- latency: median {latency['median_ms']:.3f} ms, min {latency['min_ms']:.3f} ms over {latency['runs']} runs ({latency['where']})")
+    tuning = target.get("tuning")
+    if tuning:
+        lines.append(f"- tuning: {tuning['tasks']} tasks, {tuning['tasks_from_database']} from the database, {tuning['tasks_tuned']} tuned now, {tuning['trials']} trials in {tuning['seconds']:.0f} s (database `{tuning['database']}`)")
+    lines += [f"- note: {note}" for note in target.get("notes", ())]
+    return "\n".join(lines) + "\n"

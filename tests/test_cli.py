@@ -54,6 +54,12 @@ BAD_USAGE = {
     "input shape for a missing input": (["--input-shape", "image:1,3,8,8"], "has no input 'image' (inputs: x)"),
     "malformed input shape": (["--input-shape", "x=1,3"], "expected NAME:D1,D2"),
     "unknown target": (["--target", "vulkan"], "vulkan"),
+    "unknown target option": (["--target", "llvm -mcpu=cortex-a72 -mfoo=1"], "mfoo"),
+    "same target twice": (["--target", "llvm", "--target", "llvm"], "--target given twice: llvm"),
+    "negative tuning budget": (["--target", "llvm", "--tune-trials", "-4"], "--tune-trials must be a non-negative integer"),
+    "tuning database that is a file": (["--target", "llvm", "--tune-db", __file__], "is a file; give a folder"),
+    "negative measure count": (["--target", "llvm", "--measure", "-1"], "--measure -1"),
+    "malformed rpc address": (["--target", "llvm", "--rpc", "localhost"], "expected HOST:PORT"),
 }
 
 

@@ -100,12 +100,10 @@ def test_ppocr_cls_folded_runs_on_aarch64_like_onnxruntime(emulated, tmp_path):
     assert_matches(compile_model(model, "rpi4", tmp_path, input_shapes=shapes, name="cls"))
 
 
-@pytest.mark.slow
 def test_resnet18_runs_on_aarch64_like_onnxruntime(emulated, tmp_path):
     assert_matches(compile_model(builder_model("resnet18"), "rpi4", tmp_path, name="resnet18"))
 
 
-@pytest.mark.slow
 @pytest.mark.real_models
 def test_ppocr_rec_folded_runs_on_aarch64_like_onnxruntime(emulated, tmp_path):
     model, shapes = folded_ppocr("ppocr-rec")
