@@ -10,3 +10,4 @@ metric-driven mode), ``gptq``.
 from passes.quantize import quantize_int8, weight_only  # noqa: F401
 from passes.quantize import equalize  # noqa: F401
 from passes.quantize import smoothquant  # noqa: F401
+from passes.quantize import quantize_dynamic  # noqa: F401
