@@ -11,3 +11,4 @@ from passes.quantize import quantize_int8, weight_only  # noqa: F401
 from passes.quantize import equalize  # noqa: F401
 from passes.quantize import smoothquant  # noqa: F401
 from passes.quantize import quantize_dynamic  # noqa: F401
+from passes.quantize import accuracy  # noqa: F401
