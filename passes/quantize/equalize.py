@@ -75,7 +75,7 @@ def _commutes(node: ir.Node) -> str | None:
         if len(node.inputs) < 2 or node.inputs[1] is None:
             return "Clip without a lower bound"
         low = constant_array(node.inputs[1])
-        if low is None or float(low) != 0.0:
+        if low is None or low.size != 1 or float(low.reshape(-1)[0]) != 0.0:  # exporters write [1]-shaped bounds too
             return "Clip whose lower bound is not a constant 0"
         high = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
         if len(node.inputs) > 2 and node.inputs[2] is not None and (high is None or np.isfinite(high).all()):
@@ -93,18 +93,18 @@ def find_pairs(graph: ir.Graph, note) -> list[Pair]:
         between = _single_reader(first.outputs[0])
         if between is None:
             continue
-        second = between
+        second, link = between, first.outputs[0]  # link: the value the second conv reads
         if between.op_type != "Conv":
             reason = _commutes(between)
             if reason is not None:
                 if between.op_type == "Clip":
                     note(f"{first.name}: not equalized: {reason}")
                 continue
-            second = _single_reader(between.outputs[0])
+            second, link = _single_reader(between.outputs[0]), between.outputs[0]
             if second is None or second.op_type != "Conv":
                 continue
         w2 = _float_weight(second)
-        if w2 is None or second.inputs[0] is not between.outputs[0]:
+        if w2 is None or second.inputs[0] is not link:
             continue
         group = second.attributes.get_int("group", 1)
         channels = w1.shape[0]

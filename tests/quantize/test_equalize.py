@@ -99,3 +99,25 @@ def test_a_weight_shared_with_another_layer_is_not_changed_under_it():
     result = run_pipeline(model, "equalize", feeds, verify="each")
     for want, got in zip(reference, ort_outputs(result.model, feeds[0])):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+LINEAR_PAIR = """
+<ir_version: 8, opset_import: ["" : 17]>
+net (float[1,4,6,6] x) => (float[1,4,6,6] y) <float[8,4,1,1] w1 = {W1}, float[8] b1 = {B1}, float[4,8,3,3] w2 = {W2}> {
+    c1 = Conv (x, w1, b1)
+    y = Conv <pads = [1,1,1,1]> (c1, w2)
+}
+"""
+
+
+def test_a_convolution_read_directly_by_another_is_a_pair_too():
+    # MobileNetV2's linear bottleneck: the projection conv feeds the next block's expansion conv.
+    rng = np.random.default_rng(2)
+    scale = np.exp(rng.uniform(-2, 2, 8))
+    model = with_weights(LINEAR_PAIR, {"W1": rng.normal(0, 1, (8, 4, 1, 1)) * scale[:, None, None, None], "B1": rng.normal(0, 1, 8),
+                                       "W2": rng.normal(0, 1, (4, 8, 3, 3))})
+    feeds = [{"x": rng.standard_normal((1, 4, 6, 6)).astype(np.float32)}]
+    reference = ort_outputs(model, feeds[0])[0]
+    result = run_pipeline(model, "equalize", feeds, verify="each")
+    assert result.records[0].stats["pairs equalized"] == 1
+    np.testing.assert_allclose(ort_outputs(result.model, feeds[0])[0], reference, rtol=1e-4, atol=1e-4)
