@@ -12,8 +12,11 @@ Rules:
   bias) is divided by ``s_i`` and Conv2's input channel i multiplied by ``s_i``, after which both
   ranges equal ``sqrt(r1_i r2_i)``. A positive scale commutes with ReLU and ``max(x, 0)``, so outputs
   are unchanged up to float rounding. Channels with a zero range keep ``s_i = 1``.
-- Clip with a finite upper bound (ReLU6) does not commute with a per-channel scale: the pair is left
-  alone and noted (DFQ replaces ReLU6 by ReLU, which changes the model).
+- Clip with lower bound 0 and a finite upper bound ``c`` (ReLU6) does not commute with a per-channel
+  scale. ``relu6=skip`` (default) leaves the pair alone and notes it; ``relu6=min`` equalizes it and
+  rewrites the Clip as ``Min(Relu(x), c / s)`` with a per-channel bound, which is exact (DFQ instead
+  replaces ReLU6 by ReLU, which changes the model); the price is one extra node that runtimes do not
+  fuse into the convolution as they fuse Clip.
 - Chained pairs influence each other, so all pairs are equalized repeatedly, up to ``iterations``
   rounds or until every scale is within ``1e-3`` of 1.
 - New weights are fresh initializers, so a weight shared with another node is never changed under it.
@@ -23,6 +26,7 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import numpy as np
 import onnx_ir as ir
@@ -36,6 +40,8 @@ from passes.quantize.qdq import constant_array
 class EqualizeOptions:
     iterations: int = dataclasses.field(default=20, metadata={
         "check": lambda v: v >= 1, "rule": ">= 1", "doc": "rounds over all pairs (chained pairs need several)"})
+    relu6: Literal["skip", "min"] = dataclasses.field(default="skip", metadata={
+        "doc": "Clip(0, c) between the pair: skip it, or equalize and rewrite it as Min(Relu(x), c/s)"})
 
 
 @dataclasses.dataclass
@@ -43,6 +49,8 @@ class Pair:
     first: ir.Node
     second: ir.Node
     depthwise: bool  # the second conv is depthwise: input channel i is its filter i
+    clip: ir.Node | None = None  # a Clip(0, c) between them, rewritten with per-channel bounds
+    high: float = 0.0
 
 
 def _single_reader(value: ir.Value) -> ir.Node | None:
@@ -84,7 +92,21 @@ def _commutes(node: ir.Node) -> str | None:
     return f"{node.op_type} between the convolutions"
 
 
-def find_pairs(graph: ir.Graph, note) -> list[Pair]:
+def _upper_bound(node: ir.Node) -> float | None:
+    """The finite upper bound c of a Clip(x, 0, c), else None."""
+    if node.op_type != "Clip":
+        return None
+    if "max" in node.attributes:
+        low, high = node.attributes.get_float("min", -np.inf), node.attributes.get_float("max")
+    else:
+        bounds = [constant_array(v) if v is not None else None for v in (list(node.inputs) + [None, None])[1:3]]
+        if any(b is None or b.size != 1 for b in bounds):
+            return None
+        low, high = (float(b.reshape(-1)[0]) for b in bounds)
+    return high if low == 0.0 and np.isfinite(high) and high > 0 else None
+
+
+def find_pairs(graph: ir.Graph, note, relu6: str = "skip") -> list[Pair]:
     pairs = []
     for first in graph:
         w1 = _float_weight(first)
@@ -94,11 +116,14 @@ def find_pairs(graph: ir.Graph, note) -> list[Pair]:
         if between is None:
             continue
         second, link = between, first.outputs[0]  # link: the value the second conv reads
+        clip, high = None, 0.0
         if between.op_type != "Conv":
             reason = _commutes(between)
+            if reason is not None and relu6 == "min" and _upper_bound(between) is not None:
+                clip, high, reason = between, _upper_bound(between), None
             if reason is not None:
                 if between.op_type == "Clip":
-                    note(f"{first.name}: not equalized: {reason}")
+                    note(f"{first.name}: not equalized: {reason}" + (" (relu6=min rewrites it exactly)" if "ReLU6" in reason else ""))
                 continue
             second, link = _single_reader(between.outputs[0]), between.outputs[0]
             if second is None or second.op_type != "Conv":
@@ -109,9 +134,9 @@ def find_pairs(graph: ir.Graph, note) -> list[Pair]:
         group = second.attributes.get_int("group", 1)
         channels = w1.shape[0]
         if group == 1 and w2.shape[1] == channels:
-            pairs.append(Pair(first, second, depthwise=False))
+            pairs.append(Pair(first, second, depthwise=False, clip=clip, high=high))
         elif group == channels and w2.shape[0] == channels and w2.shape[1] == 1:
-            pairs.append(Pair(first, second, depthwise=True))
+            pairs.append(Pair(first, second, depthwise=True, clip=clip, high=high))
     return pairs
 
 
@@ -141,7 +166,7 @@ class EqualizePass(Pass):
     lossless = True
 
     def call(self, model: ir.Model) -> PassResult:
-        pairs = find_pairs(model.graph, self.note)
+        pairs = find_pairs(model.graph, self.note, self.options.relu6)
         if not pairs:
             return PassResult(model, modified=False)
         weights: dict[ir.Node, np.ndarray] = {}
@@ -154,12 +179,14 @@ class EqualizePass(Pass):
                         biases[node] = constant_array(node.inputs[2]).astype(np.float64)
         before = np.mean([per_tensor_sqnr(w) for w in weights.values()])
         rounds = 0
+        total = {id(pair): 1.0 for pair in pairs}  # the product of a pair's scales over the rounds
         for rounds in range(1, self.options.iterations + 1):
             largest = 0.0
             for pair in pairs:
                 w1, w2 = weights[pair.first], weights[pair.second]
                 s = channel_scales(w1, w2, pair.depthwise)
                 largest = max(largest, float(np.abs(np.log(s)).max()))
+                total[id(pair)] = total[id(pair)] * s
                 shape1 = (-1,) + (1,) * (w1.ndim - 1)
                 weights[pair.first] = w1 / s.reshape(shape1)
                 if pair.first in biases:
@@ -175,9 +202,25 @@ class EqualizePass(Pass):
             if node in biases:
                 node.replace_input_with(2, writer.constant(f"{node.inputs[2].name or node.name}_equalized",
                                                            biases[node].astype(np.float32)))
+        for pair in pairs:
+            if pair.clip is not None:
+                self._clip_to_min(writer, pair, total[id(pair)], weights[pair.first].ndim)
         qdq.drop_unused_constants(model.graph)
+        model.graph.sort()
         after = np.mean([per_tensor_sqnr(constant_array(n.inputs[1])) for n in weights])
         self.stats["pairs equalized"] += len(pairs)
         self.stats["rounds"] = rounds
         self.note(f"mean per-channel SQNR of per-tensor int8 weights of the {len(weights)} equalized layers: {before:.1f} dB -> {after:.1f} dB")
         return PassResult(model, modified=True)
+
+    def _clip_to_min(self, writer: qdq.GraphWriter, pair: Pair, scales: np.ndarray, rank: int) -> None:
+        """Clip(x, 0, c) on channels divided by s == Min(Relu(x), c / s), with a per-channel bound."""
+        clip = pair.clip
+        x, out = clip.inputs[0], clip.outputs[0]
+        bound = (pair.high / np.asarray(scales, np.float64)).reshape((-1,) + (1,) * (rank - 2))
+        bound = writer.constant(f"{clip.name or out.name}_bound", bound.astype(np.float32))
+        relu = writer.node("Relu", [x], clip.name or out.name, ir.DataType.FLOAT, x.shape)
+        result = writer.node("Min", [relu, bound], clip.name or out.name, ir.DataType.FLOAT, out.shape)
+        out.replace_all_uses_with(result)
+        writer.graph.remove(clip, safe=True)
+        self.stats["ReLU6 rewritten as Min(Relu, per-channel bound)"] += 1

@@ -121,3 +121,16 @@ def test_a_convolution_read_directly_by_another_is_a_pair_too():
     result = run_pipeline(model, "equalize", feeds, verify="each")
     assert result.records[0].stats["pairs equalized"] == 1
     np.testing.assert_allclose(ort_outputs(result.model, feeds[0])[0], reference, rtol=1e-4, atol=1e-4)
+
+
+def test_relu6_min_rewrites_the_clip_with_per_channel_bounds_exactly():
+    rng = np.random.default_rng(3)
+    scale = np.exp(rng.uniform(-2, 2, 4))
+    model = with_weights(RELU6, {"W1": rng.normal(0, 1, (4, 4, 1, 1)) * scale[:, None, None, None], "W2": rng.normal(0, 1, (4, 4, 1, 1))})
+    feeds = [{"x": (3 * rng.standard_normal((1, 4, 6, 6))).astype(np.float32)}]  # large enough to hit the bound 6
+    reference = ort_outputs(model, feeds[0])[0]
+    result = run_pipeline(model, "equalize{relu6=min}", feeds, verify="each")
+    (record,) = result.records
+    assert record.stats["pairs equalized"] == 1 and record.stats["ReLU6 rewritten as Min(Relu, per-channel bound)"] == 1
+    assert [n.op_type for n in result.model.graph if n.op_type != "Constant"] == ["Conv", "Relu", "Min", "Conv"]
+    np.testing.assert_allclose(ort_outputs(result.model, feeds[0])[0], reference, rtol=1e-4, atol=1e-4)
