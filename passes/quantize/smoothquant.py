@@ -61,7 +61,8 @@ def find_sites(graph: ir.Graph) -> dict[ir.Value, list[ir.Node]]:
     for node in graph:
         if node.op_type in ("MatMul", "Gemm") and _weight_rows(node) is not None and node.inputs[0] is not node.inputs[1]:
             sites.setdefault(node.inputs[0], []).append(node)
-    return {x: layers for x, layers in sites.items() if x.dtype in (None, ir.DataType.FLOAT)}
+    # A constant X (both operands constant) is fold-constants' business, not an activation.
+    return {x: layers for x, layers in sites.items() if x.dtype in (None, ir.DataType.FLOAT) and constant_array(x) is None}
 
 
 @register

@@ -81,3 +81,31 @@ def test_transformer_encoder_q_k_v_share_one_scale_and_stay_exact():
     # Per layer: q/k/v read one LayerNorm output (one site, three layers), out_proj, linear1, linear2.
     assert record.stats["layers smoothed"] == 2 * 6
     np.testing.assert_allclose(ort_outputs(result.model, calib[0])[0], reference, rtol=1e-3, atol=1e-4)
+
+
+CHAIN = """
+<ir_version: 8, opset_import: ["" : 17]>
+chain (float[8,16] x) => (float[8,8] y)
+    <float[16,32] w0 = {W0}, float[32] b0 = {B0}, float[24,32] wg = {WG}, float[24] bg = {BG}, float[24] c = {C}, float[24,8] w2 = {W2}> {
+    h = MatMul (x, w0)
+    a = Add (h, b0)
+    g = Gemm <transB = 1> (a, wg, bg)
+    m = Mul (g, c)
+    y = MatMul (m, w2)
+}
+"""
+
+
+def test_every_fold_site_kind_stays_exact():
+    rng = np.random.default_rng(4)
+    model = with_weights(CHAIN, {"W0": rng.normal(0, 1, (16, 32)) * np.exp(rng.uniform(-2, 2, 32)), "B0": rng.normal(0, 1, 32),
+                                 "WG": rng.normal(0, 1, (24, 32)), "BG": rng.normal(0, 1, 24), "C": np.exp(rng.uniform(-2, 2, 24)),
+                                 "W2": rng.normal(0, 1, (24, 8))})
+    calib = feeds(4, shape=(8, 16))
+    reference = ort_outputs(model, calib[0])[0]
+    result = run_pipeline(model, "smoothquant{alpha=0.8}", calib, verify="each")
+    stats = result.records[0].stats
+    assert stats["sites smoothed (Mul inserted)"] == 1  # x is a graph input: nothing to fold into
+    assert stats["sites smoothed (folded into MatMul+Add)"] == 1  # a: into w0's columns and b0
+    assert stats["sites smoothed (folded into Mul)"] == 1  # m: into c
+    np.testing.assert_allclose(ort_outputs(result.model, calib[0])[0], reference, rtol=1e-4, atol=1e-3)
