@@ -11,7 +11,7 @@ import passes.quantize  # noqa: F401  (registers the passes)
 from passes.base import create
 from passes.quantize.equalize import per_tensor_sqnr
 from passes.quantize.qdq import constant_array
-from tests.quantize.helpers import ort_outputs, run_pipeline, with_weights
+from tests.quantize.helpers import ort_outputs, run_pipeline, sqnr, with_weights
 
 # MobileNetV2-style inverted residual core: 1x1 expand -> ReLU -> 3x3 depthwise -> Clip(0, inf) -> 1x1 project.
 BLOCK = """
@@ -134,3 +134,16 @@ def test_relu6_min_rewrites_the_clip_with_per_channel_bounds_exactly():
     assert record.stats["pairs equalized"] == 1 and record.stats["ReLU6 rewritten as Min(Relu, per-channel bound)"] == 1
     assert [n.op_type for n in result.model.graph if n.op_type != "Constant"] == ["Conv", "Relu", "Min", "Conv"]
     np.testing.assert_allclose(ort_outputs(result.model, feeds[0])[0], reference, rtol=1e-4, atol=1e-4)
+
+
+def test_equalizing_before_int8_quantization_rescues_the_output():
+    calib = [{"x": np.random.default_rng(i).standard_normal((1, 8, 10, 10)).astype(np.float32)} for i in range(8)]
+    held_out = [{"x": np.random.default_rng(100 + i).standard_normal((1, 8, 10, 10)).astype(np.float32)} for i in range(2)]
+    reference = [ort_outputs(block_model(), f)[0] for f in held_out]
+    measured = {}
+    for pipeline in ("quantize{per_channel=false}", "equalize,quantize{per_channel=false}", "quantize", "equalize,quantize"):
+        model = run_pipeline(block_model(), pipeline, calib).model
+        measured[pipeline] = np.mean([sqnr(want, ort_outputs(model, f)[0]) for want, f in zip(reference, held_out)])
+    # measured output SQNR: per-tensor weights 4.3 -> 35.7 dB, per-channel weights 9.6 -> 36.2 dB
+    assert measured["equalize,quantize{per_channel=false}"] > measured["quantize{per_channel=false}"] + 20
+    assert measured["equalize,quantize"] > measured["quantize"] + 15
