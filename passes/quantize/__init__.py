@@ -8,3 +8,7 @@ metric-driven mode), ``gptq``.
 """
 
 from passes.quantize import quantize_int8, weight_only  # noqa: F401
+from passes.quantize import equalize  # noqa: F401
+from passes.quantize import smoothquant  # noqa: F401
+from passes.quantize import quantize_dynamic  # noqa: F401
+from passes.quantize import accuracy  # noqa: F401

@@ -7,7 +7,10 @@ Rules:
   when its opset is lower). Conv weights are stored as ``[outputs, C kh kw]`` and reshaped back.
   Activations stay float: the model computes in float on dequantized weights (the gain is size).
 - ``bits=2`` keeps the levels -1, 0, 1 (ternary weights with block scales), stored in int4 (ONNX
-  Runtime has no int2 DequantizeLinear); experimental.
+  Runtime has no int2 DequantizeLinear); experimental. ``bits=2,twn=true``: TWN ternary weights
+  instead (threshold 0.7 mean|w|, one scale per output channel); ``bits=1``: binary weights
+  (sign times the per-channel mean |w|); both in ``lowbit``, stored as int4 with one block per
+  channel, ignoring ``block_size`` and ``rounding``; experimental.
 - ``rounding=gptq`` rounds with GPTQ (``gptq``) from each layer's input second moment ``X^T X``,
   gathered on calibration data from the float model (streamed; at most 4096 rows per feed);
   grouped Conv layers fall back to round-to-nearest. ``rounding=nearest`` needs no data.
@@ -23,11 +26,11 @@ import numpy as np
 import onnx_ir as ir
 
 from ir import activations, io
-from ir.errors import InvalidModelError
+from ir.errors import InvalidModelError, UsageError
 from passes.base import Pass, PassResult, register
 from passes.calibration import Calibration
 from passes.prune.reconstruct import flat_weight, layer_rows
-from passes.quantize import gptq, qdq
+from passes.quantize import gptq, lowbit, qdq
 from passes.quantize.qdq import constant_array
 
 MAX_ROWS = 4096
@@ -35,12 +38,21 @@ MAX_ROWS = 4096
 
 @dataclasses.dataclass(frozen=True)
 class WeightOnlyOptions:
-    bits: Literal[4, 2] = dataclasses.field(default=4, metadata={"doc": "weight bits (2 = ternary, experimental)"})
+    bits: Literal[4, 2, 1] = dataclasses.field(default=4, metadata={"doc": "weight bits (2 = ternary, 1 = binary; experimental)"})
     block_size: int = dataclasses.field(default=32, metadata={
         "check": lambda v: v >= 16 and v & (v - 1) == 0, "rule": "a power of two >= 16", "doc": "input features per scale"})
     rounding: Literal["nearest", "gptq"] = dataclasses.field(default="gptq", metadata={"doc": "round to nearest or GPTQ"})
     samples: int = dataclasses.field(default=16, metadata={"check": lambda v: v >= 1, "rule": ">= 1", "doc": "calibration feeds for GPTQ"})
     damp: float = dataclasses.field(default=0.01, metadata={"check": lambda v: 0 < v < 1, "rule": "in (0, 1)", "doc": "GPTQ dampening"})
+    twn: bool = dataclasses.field(default=False, metadata={"doc": "bits=2 only: TWN ternary with per-channel scales"})
+
+    def __post_init__(self):
+        if self.twn and self.bits != 2:
+            raise UsageError(f"pass 'quantize-weights': option 'twn' needs bits=2, got bits={self.bits}")
+
+    @property
+    def per_channel_levels(self) -> bool:
+        return self.bits == 1 or self.twn
 
 
 def _layers(model: ir.Model) -> list[ir.Node]:
@@ -78,7 +90,8 @@ class QuantizeWeightsPass(Pass):
         reference = io.copy_model(model)
         layers = _layers(model)
         feeds = self._feeds(model)
-        hessians = input_moments(model, layers, feeds) if self.options.rounding == "gptq" else {}
+        gptq_rounding = self.options.rounding == "gptq" and not self.options.per_channel_levels
+        hessians = input_moments(model, layers, feeds) if gptq_rounding else {}
         writer = qdq.GraphWriter(model.graph, self.name)
         for node in layers:
             self._quantize(writer, node, hessians.get(node))
@@ -105,7 +118,13 @@ class QuantizeWeightsPass(Pass):
         opts = self.options
         weight = constant_array(node.inputs[1])
         flat = flat_weight(node)  # [outputs, features]
-        if hessian is not None:
+        block_size = opts.block_size
+        if opts.per_channel_levels:  # one block spanning the row: a scale per output channel
+            q, scales = lowbit.binary(flat) if opts.bits == 1 else lowbit.ternary(flat)
+            block_size = flat.shape[1]
+            self.stats["layers binarized" if opts.bits == 1 else "layers ternarized (TWN)"] += 1
+            self.stats["packed bytes at 1 or 2 bits"] += -(-q.size * opts.bits // 8) + scales.size * 4
+        elif hessian is not None:
             q, scales = gptq.gptq(flat, hessian, opts.bits, opts.block_size, opts.damp)
             self.stats["layers rounded with GPTQ"] += 1
         else:
@@ -118,7 +137,7 @@ class QuantizeWeightsPass(Pass):
         zero = ir.tensor(np.zeros(scale.shape, np.int8), dtype=ir.DataType.INT4)
         inputs = [self._tensor(writer, f"{base}_int4", int4), writer.constant(f"{base}_scale", scale.astype(np.float32)),
                   self._tensor(writer, f"{base}_zero_point", zero)]
-        value = writer.node("DequantizeLinear", inputs, base, ir.DataType.FLOAT, ir.Shape(stored.shape), {"axis": axis, "block_size": opts.block_size})
+        value = writer.node("DequantizeLinear", inputs, base, ir.DataType.FLOAT, ir.Shape(stored.shape), {"axis": axis, "block_size": block_size})
         if node.op_type == "Conv":
             shape = writer.constant(f"{base}_shape", np.array(weight.shape, np.int64))
             value = writer.node("Reshape", [value, shape], base, ir.DataType.FLOAT, ir.Shape(weight.shape))
