@@ -8,7 +8,10 @@ Definitions:
   shape, ``Cast`` of an initializer, ...; random ops and nodes with subgraphs never are). A node that
   computes a constant is a *constant node*: it costs nothing at inference time.
 - The *weights* of a node are its constant inputs, except INT64 ones (shapes, axes and indices, not
-  learned). ``params`` counts their elements and ``weight_bytes`` their storage. A node's own figures
+  learned). ``params`` counts their elements and ``weight_bytes`` their size as the layers read them.
+  ``stored_weight_bytes`` is what the file holds for them: the stored tensors (initializers, Constant
+  nodes) the weights are computed from, so a weight decoded in the graph (int8 behind
+  DequantizeLinear, cluster indices behind Gather) counts at its stored size. A node's own figures
   count every weight it reads; the model's totals count each weight value once even if it is shared,
   including weights read only inside subgraphs.
 - ``macs`` are multiply-accumulates of the linear-algebra ops only: Conv / ConvInteger / QLinearConv
@@ -133,6 +136,7 @@ class CostSummary:
     per_node: list[NodeCost]
     flops: int = 0
     unsized_activations: int = 0
+    stored_weight_bytes: int = 0
 
     def to_dict(self, *, per_node: bool = True) -> dict:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "per_node"}
@@ -163,6 +167,7 @@ def analyze(model: ir.Model, *, infer_shapes: bool = True) -> CostSummary:
         per_node=per_node,
         flops=sum(node.flops or 0 for node in per_node),
         unsized_activations=unsized,
+        stored_weight_bytes=sum(_nbytes(v) or 0 for v in _stored_sources(weights)),
     )
 
 
@@ -216,6 +221,24 @@ def _unique_weights(graph: ir.Graph, constants: set[ir.Value]) -> list[ir.Value]
     nodes = ir.traversal.RecursiveGraphIterator(graph)
     readers = (node for node in nodes if not _computes_constant(node, constants))
     return list(dict.fromkeys(value for node in readers for value in _weight_inputs(node, constants)))
+
+
+def _stored_sources(weights: list[ir.Value]) -> list[ir.Value]:
+    """The stored tensors the weights are computed from: walk back through constant nodes."""
+    sources: dict[ir.Value, None] = {}
+    seen: set[ir.Value] = set()
+    stack = list(weights)
+    while stack:
+        value = stack.pop()
+        if value in seen:
+            continue
+        seen.add(value)
+        producer = value.producer()
+        if value.const_value is not None or producer is None or producer.op_type == "Constant":
+            sources[value] = None
+        else:
+            stack.extend(v for v in producer.inputs if v is not None)
+    return list(sources)
 
 
 # --- shapes and sizes ------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ from ir import runtime as ir_runtime
 # Above this many inserted plus deleted nodes, structural alignment uses difflib (greedy, faster).
 MAX_EDITS = 2000
 
-COST_FIELDS = ("nodes", "params", "macs", "flops", "weight_bytes", "activation_peak_bytes", "uncounted_nodes")
+COST_FIELDS = ("nodes", "params", "macs", "flops", "weight_bytes", "stored_weight_bytes", "activation_peak_bytes", "uncounted_nodes")
 
 
 # --- result types ----------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ SUMMARY_LABELS = {
     "macs": "MACs",
     "flops": "Other FLOPs",
     "weight_bytes": "Weight bytes",
+    "stored_weight_bytes": "Stored weight bytes",
     "activation_peak_bytes": "Activation peak bytes",
     "uncounted_nodes": "Nodes without a cost",
 }

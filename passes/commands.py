@@ -184,7 +184,7 @@ def _print_summary(report: dict, out_dir: Path) -> None:
     table = Table(title=f"optimized with {report['pipeline']}")
     for column in ("", "before", "after", "change"):
         table.add_column(column, justify="right")
-    for key in ("nodes", "params", "macs", "weight_bytes"):
+    for key in ("nodes", "params", "macs", "weight_bytes", "stored_weight_bytes"):
         b, a = report["before"][key], report["after"][key]
         change = f"{(a - b) / b * 100:+.1f}%" if b else "-"
         table.add_row(key, f"{b:,}", f"{a:,}", change)

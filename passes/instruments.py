@@ -36,6 +36,7 @@ def cost_snapshot(model: ir.Model) -> dict[str, int]:
         "params": summary.params,
         "macs": summary.macs,
         "weight_bytes": summary.weight_bytes,
+        "stored_weight_bytes": summary.stored_weight_bytes,
     }
 
 

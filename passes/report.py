@@ -78,7 +78,7 @@ def write_markdown(report: dict[str, Any]) -> str:
     if final:
         lines.append(f"- final output error vs input model: max abs {_number(final.get('max_abs'))}, max relative {_number(final.get('max_rel'))}")
     lines += ["", "## Totals", "", "| | before | after | change |", "|---|---:|---:|---:|"]
-    for key in ("nodes", "params", "macs", "weight_bytes"):
+    for key in ("nodes", "params", "macs", "weight_bytes", "stored_weight_bytes"):
         b, a = report["before"].get(key), report["after"].get(key)
         lines.append(f"| {key} | {_number(b)} | {_number(a)} | {_change(b, a)} |")
     lines += ["", "## Passes", "", "| pass | iteration | changed | pass (s) | verify (s) | nodes after | statistics | verification |", "|---|---:|:-:|---:|---:|---:|---|---|"]

@@ -194,6 +194,31 @@ def test_data_movement_costs_nothing_and_int64_shapes_are_not_parameters():
 # --- weights computed from constants -----------------------------------------------------------
 
 
+def test_weights_decoded_in_the_graph_count_at_their_stored_size():
+    quantized = ir.from_onnx_text(
+        f"""{OPSET}
+        g (float[1,3,8,8] x) => (float[1,4,8,8] y) <int8[4,3,3,3] wq = {{0}}, float[4] scale = {{0.1, 0.1, 0.1, 0.1}}> {{
+            w = DequantizeLinear <axis = 0> (wq, scale)
+            y = Conv <pads = [1,1,1,1]> (x, w)
+        }}"""
+    )
+    quantized.graph.initializers["wq"].const_value = ir.tensor(np.ones((4, 3, 3, 3), np.int8), name="wq")
+    summary = cost.analyze(quantized)
+    assert summary.params == 108 and summary.weight_bytes == 108 * 4  # what the Conv reads: float
+    assert summary.stored_weight_bytes == 108 + 4 * 4  # what the file holds: int8 plus the scales
+
+
+def test_stored_size_of_plain_float_weights_is_their_size():
+    conv = model(
+        """g (float[1,3,8,8] x) => (float[1,4,8,8] y) <float[4,3,3,3] w = {0.0}> {
+            y = Conv <pads = [1,1,1,1]> (x, w)
+        }""",
+        w=zeros(4, 3, 3, 3),
+    )
+    summary = cost.analyze(conv)
+    assert summary.stored_weight_bytes == summary.weight_bytes == 108 * 4
+
+
 def test_constant_of_shape_and_constant_node_outputs_are_weights():
     computed = model(
         """g (float[1,3,8,8] x) => (float[1,4,8,8] y) <int64[4] wshape = {4, 3, 3, 3}> {
@@ -206,6 +231,7 @@ def test_constant_of_shape_and_constant_node_outputs_are_weights():
     summary = cost.analyze(computed)
     assert summary.params == 108 + 4
     assert summary.weight_bytes == (108 + 4) * 4
+    assert summary.stored_weight_bytes == 4 * 8 + 4 * 4  # the int64 shape and the Constant's floats
     assert only_node(summary, "ConstantOfShape").constant
     assert only_node(summary, "ConstantOfShape").params == 0  # counted where it is read
     assert only_node(summary, "Conv").params == 108

@@ -333,9 +333,9 @@ def test_html_report_is_self_contained_well_formed_and_escapes_names():
     assert "&infin;" in page  # SQNR of identical outputs
     for external in ("<script", "<link", "src=", "href=", "http"):
         assert external not in page
-    # Rows: summary (header + 7), numeric (header + 1), histogram (header + 3 ops),
+    # Rows: summary (header + 8), numeric (header + 1), histogram (header + 3 ops),
     # removed (header + 1), changed (header + 1: Sigmoid rewired; Relu renamed by structure).
-    assert checker.rows == 8 + 2 + 4 + 2 + 2
+    assert checker.rows == 9 + 2 + 4 + 2 + 2
 
 
 def test_html_collapses_long_node_lists():
