@@ -6,6 +6,7 @@ Grammar (whitespace around tokens is ignored; the printed form has none)::
     element  := NAME options?                       a pass or a named preset
               | "fixpoint" options? "(" pipeline ")"  repeat until no pass changes the model
     options  := "{" KEY "=" VALUE ("," KEY "=" VALUE)* "}"
+    VALUE    := WORD ("," WORD)*      (a list value: a comma not followed by KEY "=" continues it)
 
 ``fixpoint`` takes one option, ``max`` (default 8): the bound on iterations. A preset name stands
 for its registered pipeline and prints as its name. Examples::
@@ -32,6 +33,8 @@ DEFAULT_FIXPOINT_MAX = 8
 
 _PRESETS: dict[str, str] = {}
 
+
+_NEXT_KEY = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_\-\.]*\s*=")
 
 def register_preset(name: str, pipeline_text: str) -> None:
     _PRESETS[name] = pipeline_text
@@ -154,7 +157,13 @@ class _Parser:
             self.expect("=")
             if key in options:
                 raise self.fail(f"option '{key}' given twice")
-            options[key] = self.value()
+            parts = [self.value()]
+            # A comma followed by something that is not "KEY=" continues a list value:
+            # quantize{ops=Conv,MatMul,calibrate=mse} has ops "Conv,MatMul".
+            while self.peek() == "," and not _NEXT_KEY.match(self.text, self.pos + 1):
+                self.pos += 1
+                parts.append(self.value())
+            options[key] = ",".join(parts)
             if self.peek() == ",":
                 self.pos += 1
                 continue

@@ -37,6 +37,8 @@ class _OptionsProbe(Pass):
         "test-options-probe{ratio=0.25,bits=4,symmetric=false,mode=l1}",
         "fixpoint{max=3}(eliminate-dead,test-options-probe{bits=2}),eliminate-dead",
         "fixpoint(fixpoint{max=2}(eliminate-dead))",
+        "quantize{ops=Conv,MatMul,calibrate=mse},eliminate-dead",
+        "quantize{exclude=conv_1,Softmax}",
     ],
 )
 def test_pipeline_text_round_trips(text):
@@ -45,6 +47,11 @@ def test_pipeline_text_round_trips(text):
 
 def test_whitespace_is_ignored_and_not_printed():
     assert str(parse(" eliminate-dead , test-options-probe{ bits = 4 } ")) == "eliminate-dead,test-options-probe{bits=4}"
+
+
+def test_a_comma_not_followed_by_a_key_continues_a_list_value():
+    quantize = next(parse("quantize{ops=Conv,Gemm,calibrate=mse}").passes())
+    assert quantize.options.ops == "Conv,Gemm" and quantize.options.calibrate == "mse"
 
 
 def test_options_arrive_typed():

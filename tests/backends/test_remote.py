@@ -113,6 +113,15 @@ def test_a_device_is_requested_from_the_tracker_by_key(rpc_tracker_with_device, 
     assert result.latency is not None and result.latency.where.startswith("rpc loopback-board@127.0.0.1")
 
 
+@pytest.mark.slow
+def test_tuning_measures_its_candidates_on_the_device_the_tracker_hands_out(rpc_tracker_with_device, tmp_path):
+    pytest.importorskip("xgboost")
+    result = compile_model(tiny_cnn(), "llvm", tmp_path, tune_trials=4, tune_db=tmp_path / "db", measure_repeat=2, remote=rpc_tracker_with_device)
+    assert result.tuning is not None and result.tuning.trials >= 4 and result.tuning.tasks_tuned >= 1
+    assert (tmp_path / "db" / "database_tuning_record.json").read_text().strip()
+    assert result.latency is not None and result.latency.where.startswith("rpc loopback-board@127.0.0.1")
+
+
 def test_an_unreachable_device_is_a_one_line_error(tmp_path):
     pytest.importorskip("tvm")
     remote = RemoteDevice("127.0.0.1", free_port(), timeout_seconds=5)
