@@ -15,8 +15,14 @@ Rules, per op (``C`` is a value's channel axis, tracked by its layout):
 - Transpose moves C; Squeeze/Unsqueeze shift it; Flatten/Reshape keep it when the product of the
   dimensions before C is unchanged and the dimensions after it merge into it (each channel becomes a
   block of features: Flatten into Gemm) or stay; anything else (channel shuffle) is unprunable.
-- Reductions, Softmax, LRN, LayerNormalization over C; Split/Slice/Gather on C; MatMul of two
-  activations (attention) contracting C; Shape of a tracked value; ops with subgraphs or of other
+- Split/Slice on C keep tracking when every piece's ends fall on segment boundaries (a Split undoing
+  a Concat; split sizes and slice offsets become kept counts, ``ir.channel_groups.offsets``); a piece
+  cutting through one layer's channels, attribute or computed offsets, steps: unprunable.
+- A Reshape splitting C into (heads, head size) or (groups, channels per group): unprunable with that
+  reason (whole-head pruning and shuffle index mapping are not modeled). Grouped (non-depthwise)
+  convolutions: unprunable, their groups must stay equal.
+- Reductions, Softmax, LRN, LayerNormalization over C; Gather on C; MatMul of two activations
+  (attention) contracting C; Shape of a tracked value; ops with subgraphs or of other
   domains; anything not listed: every group they read becomes unprunable, with the reason.
 - Graph outputs are never pruned; graph inputs start spaces that are never pruned.
 Nothing is guessed: a missing static shape or a non-constant weight makes the group unprunable.
@@ -27,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from ir.channel_groups import offsets
 from ir.channel_groups.constants import constant_array, is_constant, static_shape
 from ir.channel_groups.model import Action, Group, Layout, Segment
 
@@ -522,7 +529,7 @@ class _Rules:
             prefix *= dim
             if prefix > before:
                 break
-        self.refuse(f"{self.label} splits or mixes the channel axis (e.g. channel shuffle)")
+        self.refuse(_reshape_reason(self.label, in_dims, out_dims, layout.axis))
 
     def _Split(self) -> None:
         layout = self.data()
@@ -530,23 +537,53 @@ class _Rules:
         if layout is None:
             return
         axis = self.node.attributes.get_int("axis", 0)
-        if rank is None or axis % rank == layout.axis:
-            return self.refuse(f"{self.label} splits the channel axis")
-        for index in range(len(self.node.outputs)):
-            self.set_output(layout, index)
+        if rank is None:
+            return self.refuse(f"{self.label} has an unknown rank")
+        if axis % rank != layout.axis:
+            for index in range(len(self.node.outputs)):
+                self.set_output(layout, index)
+            return
+        sizes = constant_array(self.node.inputs[1]) if len(self.node.inputs) > 1 and self.node.inputs[1] is not None else None
+        if sizes is None or layout.block != 1:
+            # Sizes in an attribute (opset < 13) or implied equal parts cannot be rewritten per piece.
+            return self.refuse(f"{self.label} splits the channel axis without a constant split input")
+        pieces, start = [], 0
+        for size in (int(v) for v in sizes.reshape(-1)):
+            segments = offsets.segments_between(layout, start, start + size)
+            if segments is None:
+                return self.refuse(f"{self.label} splits the channel axis inside one layer's channels")
+            pieces.append(Layout(layout.axis, segments))
+            start += size
+        for index, piece in enumerate(pieces):
+            self.action("shape", piece, 1, index)
+            self.set_output(piece, index)
 
     def _Slice(self) -> None:
         layout = self.data()
         rank = self.rank()
         if layout is None:
             return
-        axes = constant_array(self.node.inputs[3]) if len(self.node.inputs) > 3 and self.node.inputs[3] is not None else None
-        if axes is None and len(self.node.inputs) > 3:
-            return self.refuse(f"{self.label} slices computed axes")
-        axes = list(range(rank)) if axes is None and rank is not None else axes
-        if rank is None or layout.axis in {int(a) % rank for a in np.reshape(axes, -1)}:
-            return self.refuse(f"{self.label} slices the channel axis")
-        self.set_output(layout)
+        inputs = [constant_array(v) if v is not None else None for v in self.node.inputs[1:5]] + [None] * 4
+        starts, ends, axes, steps = inputs[:4]
+        if len(self.node.inputs) < 3 or starts is None or ends is None or (axes is None and len(self.node.inputs) > 3 and self.node.inputs[3] is not None):
+            return self.refuse(f"{self.label} slices with computed or attribute offsets")
+        if rank is None:
+            return self.refuse(f"{self.label} has an unknown rank")
+        axes = list(range(len(starts.reshape(-1)))) if axes is None else [int(a) % rank for a in axes.reshape(-1)]
+        if layout.axis not in axes:
+            return self.set_output(layout)
+        entry = axes.index(layout.axis)
+        start, end = int(starts.reshape(-1)[entry]), int(ends.reshape(-1)[entry])
+        step = 1 if steps is None else int(steps.reshape(-1)[entry])
+        channels = layout.channels * layout.block
+        segments = offsets.segments_between(layout, start, min(end, channels)) if layout.block == 1 and start >= 0 and end >= 0 and step == 1 else None
+        if segments is None:
+            return self.refuse(f"{self.label} slices the channel axis inside one layer's channels (or with a step or negative offset)")
+        if start > 0:
+            self.action("shape", offsets.prefix(layout, start), 1, entry)
+        if end < channels:  # an end at or past the last channel stays valid as channels go
+            self.action("shape", offsets.prefix(layout, end), 2, entry)
+        self.set_output(Layout(layout.axis, segments))
 
     def _Gather(self) -> None:
         layout = self.data()
@@ -574,3 +611,17 @@ class _Rules:
         if out_dims[axis] != in_dims[layout.axis]:
             return self.refuse(f"{self.label} broadcasts the channels")
         self.set_output(layout.moved(axis))
+
+
+def _reshape_reason(label: str, in_dims, out_dims, axis: int) -> str:
+    """Why a Reshape ends tracking: splitting C into (a, b) is how attention heads and channel
+    shuffles start; removing whole heads or shuffle groups needs a coarser group than one channel."""
+    before = int(np.prod(in_dims[:axis]))
+    prefix = 1
+    for index in range(len(out_dims) - 1):
+        if prefix == before and out_dims[index] * out_dims[index + 1] == in_dims[axis] and min(out_dims[index], out_dims[index + 1]) > 1:
+            parts = f"{out_dims[index]} x {out_dims[index + 1]}"
+            return (f"{label} splits the channel axis into {parts} (attention heads or a channel shuffle): "
+                    "pruning whole heads or shuffle groups is not modeled")
+        prefix *= out_dims[index]
+    return f"{label} mixes the channel axis with other axes"

@@ -224,7 +224,7 @@ def measure_fidelity(reference: ir.Model, model: ir.Model, feeds) -> dict[str, f
 
 def _reason_kind(reason: str) -> str:
     """A reason without the node name, for counting."""
-    for marker in ("graph input", "graph output", "grouped", "attention", "channel shuffle", "Shape", "reduces", "normalizes",
+    for marker in ("graph input", "graph output", "grouped", "heads or shuffle groups", "attention", "channel shuffle", "Shape", "reduces", "normalizes",
                    "computed target shape", "untracked", "does not model", "LRN", "mixes"):
         if marker in reason:
             return marker
