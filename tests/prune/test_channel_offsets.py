@@ -85,7 +85,7 @@ def test_planted_zero_channels_behind_a_split_go_with_float_error_only(text):
     model = model_from(text, zero={"wa": (1,), "wb": (0, 4)})
     before = io.copy_model(model)
     feeds = [runtime.generate_inputs(model, seed=i) for i in range(3)]
-    pass_ = create("prune", {"ratio": "0.3", "importance": "l1", "reconstruct": "false", "holdout": "0"})
+    pass_ = create("prune", {"ratio": "0.3", "importance": "l1", "reconstruct": "false", "holdout": "0", "round": "1"})
     pass_.context = PassContext(calibration=Calibration.from_iterable(feeds))
     pass_(model)
     assert pass_.stats["channels removed"] == 3  # 30% of 10: the three planted channels
