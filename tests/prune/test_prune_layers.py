@@ -131,3 +131,10 @@ def test_asking_for_more_blocks_than_exist_removes_all_and_says_so():
     pass_, _ = run(model, feeds_for(model, 2), blocks=5, holdout=0)
     assert pass_.stats["blocks removed"] == 2
     assert any("only 2 of the 5 blocks" in note for note in pass_.notes)
+
+
+def test_pipeline_string_round_trips():
+    from passes.pipeline import parse
+
+    text = "prune-layers{blocks=2,criterion=output,protect=layer1.*|layer4.*}"
+    assert str(parse(text)) == text
