@@ -18,9 +18,12 @@ Rules, per op (``C`` is a value's channel axis, tracked by its layout):
 - Split/Slice on C keep tracking when every piece's ends fall on segment boundaries (a Split undoing
   a Concat; split sizes and slice offsets become kept counts, ``ir.channel_groups.offsets``); a piece
   cutting through one layer's channels, attribute or computed offsets, steps: unprunable.
-- A Reshape splitting C into (heads, head size) or (groups, channels per group): unprunable with that
-  reason (whole-head pruning and shuffle index mapping are not modeled). Grouped (non-depthwise)
-  convolutions: unprunable, their groups must stay equal.
+- A Reshape splitting one layer's C into (H, dh) with a constant H makes the channels H heads of dh
+  features (``ChannelAnalysis.coarsen``), tracked on the H axis; a MatMul of two activations with the
+  heads on the same batch axis (scores, context) merges them; merging (H, dh) back gives blocks of
+  dh features: a head is removed whole from Q, K, V and the output projection. A Reshape mixing C
+  with a preceding axis (the end of a channel shuffle): unprunable, the channel order is not
+  modeled. Grouped (non-depthwise) convolutions: unprunable, their groups must stay equal.
 - Reductions, Softmax, LRN, LayerNormalization over C; Gather on C; MatMul of two activations
   (attention) contracting C; Shape of a tracked value; ops with subgraphs or of other
   domains; anything not listed: every group they read becomes unprunable, with the reason.
@@ -29,6 +32,8 @@ Nothing is guessed: a missing static shape or a non-constant weight makes the gr
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import onnx_ir as ir
@@ -95,6 +100,29 @@ class ChannelAnalysis:
         if layout is not None:
             for segment in layout.segments:
                 self.block_space(segment.space, reason)
+
+    def coarsen(self, space: int, factor: int) -> bool:
+        """Make the channels of ``space``'s class units of ``factor`` consecutive channels (attention
+        heads): every layout and action over the class gets ``block * factor``. False (nothing
+        changed) when a layout mixes the class with other spaces, has a block, or sizes do not divide."""
+        root = self.root(space)
+        members = {s for s in range(len(self.sizes)) if self.root(s) == root}
+        if any(self.sizes[s] % factor for s in members):
+            return False
+        touched = [l for l in [*self.layouts.values(), *(a.layout for a in self.actions)] if any(seg.space in members for seg in l.segments)]
+        if any(l.block != 1 or any(seg.space not in members for seg in l.segments) for l in touched):
+            return False
+
+        def coarse(layout: Layout) -> Layout:
+            if not any(seg.space in members for seg in layout.segments):
+                return layout
+            return Layout(layout.axis, tuple(Segment(seg.space, seg.length // factor) for seg in layout.segments), factor)
+
+        self.layouts = {value: coarse(layout) for value, layout in self.layouts.items()}
+        self.actions = [dataclasses.replace(a, layout=coarse(a.layout)) for a in self.actions]
+        for s in members:
+            self.sizes[s] //= factor
+        return True
 
     # -- groups ---------------------------------------------------------------------------------
     def groups(self) -> list[Group]:
@@ -326,6 +354,24 @@ class _Rules:
         self.a.block(layout, reason)
         self._blocked_output(weight[0], reason)
 
+    def _batched_matmul(self, a_layout, b_layout, out_dims) -> bool:
+        """MatMul of two activations (attention scores, context) over tracked heads on a batch axis:
+        both operands keep the heads on the same axis (merged), the product has them there too."""
+        ranks = (self.rank(0), self.rank(1))
+        layouts = [l for l in (a_layout, b_layout) if l is not None]
+        if out_dims is None or None in ranks or ranks[0] != ranks[1] or ranks[0] != len(out_dims) or not layouts:
+            return False
+        if a_layout is None or b_layout is None:
+            return False  # an untracked operand would keep its heads
+        if any(l.axis >= ranks[0] - 2 or l.block != 1 for l in layouts) or a_layout.axis != b_layout.axis:
+            return False
+        if [s.length for s in a_layout.segments] != [s.length for s in b_layout.segments]:
+            return False
+        for mine, theirs in zip(a_layout.segments, b_layout.segments):
+            self.a.merge(mine.space, theirs.space)
+        self.set_output(a_layout)
+        return True
+
     def _blocked_output(self, channels: int | None, reason: str) -> None:
         dims = static_shape(self.node.outputs[0])
         channels = channels or (dims[1] if dims and len(dims) > 1 else None)
@@ -385,6 +431,8 @@ class _Rules:
         b_layout = self.a.layouts.get(node.inputs[1])
         a_rank, out_dims = self.rank(0), static_shape(node.outputs[0])
         weight = static_shape(node.inputs[1]) if is_constant(node.inputs[1]) else None
+        if weight is None and not is_constant(node.inputs[1]) and self._batched_matmul(a_layout, b_layout, out_dims):
+            return
         if weight is None or len(weight) != 2 or b_layout is not None or a_rank is None or a_rank < 2 or out_dims is None:
             reason = f"contracted by {self.label} of two activations (attention)"
             self.refuse(reason)
@@ -529,7 +577,30 @@ class _Rules:
             prefix *= dim
             if prefix > before:
                 break
+        if rewrite_index is not None and self._split_heads(layout, in_dims, out_dims, rewrite_index):
+            return
         self.refuse(_reshape_reason(self.label, in_dims, out_dims, layout.axis))
+
+    def _split_heads(self, layout: Layout, in_dims, out_dims, rewrite_index: int) -> bool:
+        """[.., H*dh, ..] -> [.., H, dh, ..] of one layer's features: the channels become H heads of dh
+        (``coarsen``), tracked on the H axis; a head is then removed whole. Only for a constant H entry."""
+        before, after = int(np.prod(in_dims[: layout.axis])), int(np.prod(in_dims[layout.axis + 1 :]))
+        spaces = {self.a.root(seg.space) for seg in layout.segments}
+        prefix = 1
+        for axis in range(len(out_dims) - 1):
+            heads, size = out_dims[axis], out_dims[axis + 1]
+            if prefix == before and heads * size == in_dims[layout.axis] and int(np.prod(out_dims[axis + 2 :])) == after:
+                target = constant_array(self.node.inputs[rewrite_index]).reshape(-1)
+                if heads < 2 or size < 2 or len(spaces) != 1 or layout.block != 1 or target[axis] in (0, -1):
+                    return False
+                if not self.a.coarsen(layout.segments[0].space, size):
+                    return False
+                heads_layout = Layout(axis, self.a.layouts[self.node.inputs[0]].segments)
+                self.action("shape", heads_layout, rewrite_index, axis)
+                self.set_output(heads_layout)
+                return True
+            prefix *= out_dims[axis]
+        return False
 
     def _Split(self) -> None:
         layout = self.data()
@@ -624,4 +695,4 @@ def _reshape_reason(label: str, in_dims, out_dims, axis: int) -> str:
             return (f"{label} splits the channel axis into {parts} (attention heads or a channel shuffle): "
                     "pruning whole heads or shuffle groups is not modeled")
         prefix *= out_dims[index]
-    return f"{label} mixes the channel axis with other axes"
+    return f"{label} mixes the channel axis with other axes (e.g. the merge ending a channel shuffle): the new channel order is not modeled"

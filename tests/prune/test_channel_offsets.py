@@ -1,8 +1,8 @@
 """Split / Slice on the channel axis, attention heads and channel shuffles in the channel analysis.
 
 A Split or Slice whose pieces fall on segment boundaries (undoing a Concat) keeps the channels
-prunable and gets its sizes / offsets rewritten; a piece inside one layer's channels, a head split
-and a shuffle stay unprunable with a reason that says so."""
+prunable and gets its sizes / offsets rewritten; a piece inside one layer's channels and a shuffle
+stay unprunable with a reason that says so. Attention heads are pruned whole."""
 
 from __future__ import annotations
 
@@ -106,13 +106,15 @@ def test_split_inside_one_layers_channels_is_unprunable_with_a_reason():
     assert "splits the channel axis inside one layer's channels" in conv["reasons"][0]
 
 
-def test_transformer_mlp_hidden_features_prune_and_heads_say_why():
+def test_transformer_mlp_hidden_features_and_heads_prune():
     model = load("transformer_encoder")
     groups = describe_groups(model)
-    hidden = [g for g in groups if g["prunable"]]
-    assert len(hidden) == 2 and all(len(g["consumers"]) == 1 and "MatMul" in g["consumers"][0] for g in hidden)
-    reasons = " ".join(r for g in groups for r in g["reasons"])
-    assert "splits the channel axis into 4 x 32 (attention heads or a channel shuffle)" in reasons
+    hidden = [g for g in groups if g["prunable"] and g["channels"] == 512]
+    assert len(hidden) == 2 and all(g["consumers"] == [g["consumers"][0]] and "linear2" in g["consumers"][0] for g in hidden)
+    heads = [g for g in groups if g["prunable"] and g["channels"] == 4]
+    assert len(heads) == 2 and all("out_proj" in g["consumers"][0] for g in heads)
+    # The residual stream reaches the graph input and output: never pruned, and it says so.
+    assert all(not g["prunable"] and g["reasons"] for g in groups if g["channels"] == 128)
     check_pruned("transformer_encoder")
 
 
@@ -121,4 +123,29 @@ def test_shufflenet_says_grouped_conv_and_shuffle():
     assert "(group=" in reasons and "couples channels group-wise" in reasons
     analysis = channel_groups.analyze(load("light_shufflenet"))
     every_reason = " ".join(r for reasons in analysis.reasons.values() for r in reasons)
-    assert "Reshape 'n7' splits the channel axis into 4 x 28 (attention heads or a channel shuffle)" in every_reason
+    assert "Reshape 'n9' mixes the channel axis with other axes (e.g. the merge ending a channel shuffle)" in every_reason
+
+
+def test_attention_heads_are_pruned_whole_and_a_planted_dead_head_goes_with_float_error_only():
+    model = load("transformer_encoder")
+    # Head 2 of layer 0 reads nothing: zero query/key/value columns -> uniform weights over zero values.
+    head = slice(64, 96)
+    for name in ("q_proj", "k_proj", "v_proj"):
+        for kind in ("weight", "bias"):
+            init = model.graph.initializers[f"layers.0.self_attn.{name}.{kind}"]
+            array = init.const_value.numpy().copy()
+            array[..., head] = 0.0
+            init.const_value = ir.tensor(array, name=init.name)
+    heads = [g for g in describe_groups(model) if g["channels"] == 4]
+    assert len(heads) == 2 and all(len(g["producers"]) == 3 for g in heads)  # q, k, v together
+    before = io.copy_model(model)
+    feeds = [runtime.generate_inputs(model, seed=i) for i in range(2)]
+    pass_ = create("prune", {"ratio": "0.0009", "importance": "l1", "reconstruct": "false", "holdout": "0", "round": "8"})
+    pass_(model)
+    assert pass_.stats["channels removed"] == 1  # one head (of 1032 prunable units), the planted one
+    q = next(n for n in model.graph if n.name == "layers.0.self_attn.q_proj/MatMul")
+    out = next(n for n in model.graph if n.name == "layers.0.self_attn.out_proj/MatMul")
+    assert constant_array(q.inputs[1]).shape == (128, 96) and constant_array(out.inputs[1]).shape == (96, 128)
+    onnx.checker.check_model(io.to_proto(model), full_check=True)
+    for feed in feeds:
+        assert runtime.compare(runtime.run(before, feed), runtime.run(model, feed))["max_rel"] < 1e-5
