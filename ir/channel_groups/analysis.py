@@ -685,14 +685,21 @@ class _Rules:
 
 
 def _reshape_reason(label: str, in_dims, out_dims, axis: int) -> str:
-    """Why a Reshape ends tracking: splitting C into (a, b) is how attention heads and channel
-    shuffles start; removing whole heads or shuffle groups needs a coarser group than one channel."""
+    """Why a Reshape ends tracking. Splitting C into factors is how attention heads (also fused
+    q/k/v: 3 x H x dh) and channel shuffles start; merging C with a preceding axis ends a shuffle."""
     before = int(np.prod(in_dims[:axis]))
     prefix = 1
-    for index in range(len(out_dims) - 1):
-        if prefix == before and out_dims[index] * out_dims[index + 1] == in_dims[axis] and min(out_dims[index], out_dims[index + 1]) > 1:
-            parts = f"{out_dims[index]} x {out_dims[index + 1]}"
-            return (f"{label} splits the channel axis into {parts} (attention heads or a channel shuffle): "
-                    "pruning whole heads or shuffle groups is not modeled")
+    for index in range(len(out_dims)):
+        if prefix == before:
+            product, end = 1, index
+            while end < len(out_dims) and product < in_dims[axis]:
+                product *= out_dims[end]
+                end += 1
+            if product == in_dims[axis] and end - index >= 2:
+                parts = " x ".join(str(d) for d in out_dims[index:end])
+                return (f"{label} splits the channel axis into {parts} (attention heads or a channel shuffle) "
+                        "in a way whole heads cannot be tracked")
         prefix *= out_dims[index]
+        if prefix > before:
+            break
     return f"{label} mixes the channel axis with other axes (e.g. the merge ending a channel shuffle): the new channel order is not modeled"
