@@ -15,8 +15,17 @@ Rules, per op (``C`` is a value's channel axis, tracked by its layout):
 - Transpose moves C; Squeeze/Unsqueeze shift it; Flatten/Reshape keep it when the product of the
   dimensions before C is unchanged and the dimensions after it merge into it (each channel becomes a
   block of features: Flatten into Gemm) or stay; anything else (channel shuffle) is unprunable.
-- Reductions, Softmax, LRN, LayerNormalization over C; Split/Slice/Gather on C; MatMul of two
-  activations (attention) contracting C; Shape of a tracked value; ops with subgraphs or of other
+- Split/Slice on C keep tracking when every piece's ends fall on segment boundaries (a Split undoing
+  a Concat; split sizes and slice offsets become kept counts, ``ir.channel_groups.offsets``); a piece
+  cutting through one layer's channels, attribute or computed offsets, steps: unprunable.
+- A Reshape splitting one layer's C into (H, dh) with a constant H makes the channels H heads of dh
+  features (``ChannelAnalysis.coarsen``), tracked on the H axis; a MatMul of two activations with the
+  heads on the same batch axis (scores, context) merges them; merging (H, dh) back gives blocks of
+  dh features: a head is removed whole from Q, K, V and the output projection. A Reshape mixing C
+  with a preceding axis (the end of a channel shuffle): unprunable, the channel order is not
+  modeled. Grouped (non-depthwise) convolutions: unprunable, their groups must stay equal.
+- Reductions, Softmax, LRN, LayerNormalization over C; Gather on C; MatMul of two activations
+  (attention) contracting C; Shape of a tracked value; ops with subgraphs or of other
   domains; anything not listed: every group they read becomes unprunable, with the reason.
 - Graph outputs are never pruned; graph inputs start spaces that are never pruned.
 Nothing is guessed: a missing static shape or a non-constant weight makes the group unprunable.
@@ -24,9 +33,12 @@ Nothing is guessed: a missing static shape or a non-constant weight makes the gr
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx_ir as ir
 
+from ir.channel_groups import offsets
 from ir.channel_groups.constants import constant_array, is_constant, static_shape
 from ir.channel_groups.model import Action, Group, Layout, Segment
 
@@ -88,6 +100,29 @@ class ChannelAnalysis:
         if layout is not None:
             for segment in layout.segments:
                 self.block_space(segment.space, reason)
+
+    def coarsen(self, space: int, factor: int) -> bool:
+        """Make the channels of ``space``'s class units of ``factor`` consecutive channels (attention
+        heads): every layout and action over the class gets ``block * factor``. False (nothing
+        changed) when a layout mixes the class with other spaces, has a block, or sizes do not divide."""
+        root = self.root(space)
+        members = {s for s in range(len(self.sizes)) if self.root(s) == root}
+        if any(self.sizes[s] % factor for s in members):
+            return False
+        touched = [l for l in [*self.layouts.values(), *(a.layout for a in self.actions)] if any(seg.space in members for seg in l.segments)]
+        if any(l.block != 1 or any(seg.space not in members for seg in l.segments) for l in touched):
+            return False
+
+        def coarse(layout: Layout) -> Layout:
+            if not any(seg.space in members for seg in layout.segments):
+                return layout
+            return Layout(layout.axis, tuple(Segment(seg.space, seg.length // factor) for seg in layout.segments), factor)
+
+        self.layouts = {value: coarse(layout) for value, layout in self.layouts.items()}
+        self.actions = [dataclasses.replace(a, layout=coarse(a.layout)) for a in self.actions]
+        for s in members:
+            self.sizes[s] //= factor
+        return True
 
     # -- groups ---------------------------------------------------------------------------------
     def groups(self) -> list[Group]:
@@ -319,6 +354,24 @@ class _Rules:
         self.a.block(layout, reason)
         self._blocked_output(weight[0], reason)
 
+    def _batched_matmul(self, a_layout, b_layout, out_dims) -> bool:
+        """MatMul of two activations (attention scores, context) over tracked heads on a batch axis:
+        both operands keep the heads on the same axis (merged), the product has them there too."""
+        ranks = (self.rank(0), self.rank(1))
+        layouts = [l for l in (a_layout, b_layout) if l is not None]
+        if out_dims is None or None in ranks or ranks[0] != ranks[1] or ranks[0] != len(out_dims) or not layouts:
+            return False
+        if a_layout is None or b_layout is None:
+            return False  # an untracked operand would keep its heads
+        if any(l.axis >= ranks[0] - 2 or l.block != 1 for l in layouts) or a_layout.axis != b_layout.axis:
+            return False
+        if [s.length for s in a_layout.segments] != [s.length for s in b_layout.segments]:
+            return False
+        for mine, theirs in zip(a_layout.segments, b_layout.segments):
+            self.a.merge(mine.space, theirs.space)
+        self.set_output(a_layout)
+        return True
+
     def _blocked_output(self, channels: int | None, reason: str) -> None:
         dims = static_shape(self.node.outputs[0])
         channels = channels or (dims[1] if dims and len(dims) > 1 else None)
@@ -378,6 +431,8 @@ class _Rules:
         b_layout = self.a.layouts.get(node.inputs[1])
         a_rank, out_dims = self.rank(0), static_shape(node.outputs[0])
         weight = static_shape(node.inputs[1]) if is_constant(node.inputs[1]) else None
+        if weight is None and not is_constant(node.inputs[1]) and self._batched_matmul(a_layout, b_layout, out_dims):
+            return
         if weight is None or len(weight) != 2 or b_layout is not None or a_rank is None or a_rank < 2 or out_dims is None:
             reason = f"contracted by {self.label} of two activations (attention)"
             self.refuse(reason)
@@ -522,7 +577,30 @@ class _Rules:
             prefix *= dim
             if prefix > before:
                 break
-        self.refuse(f"{self.label} splits or mixes the channel axis (e.g. channel shuffle)")
+        if rewrite_index is not None and self._split_heads(layout, in_dims, out_dims, rewrite_index):
+            return
+        self.refuse(_reshape_reason(self.label, in_dims, out_dims, layout.axis))
+
+    def _split_heads(self, layout: Layout, in_dims, out_dims, rewrite_index: int) -> bool:
+        """[.., H*dh, ..] -> [.., H, dh, ..] of one layer's features: the channels become H heads of dh
+        (``coarsen``), tracked on the H axis; a head is then removed whole. Only for a constant H entry."""
+        before, after = int(np.prod(in_dims[: layout.axis])), int(np.prod(in_dims[layout.axis + 1 :]))
+        spaces = {self.a.root(seg.space) for seg in layout.segments}
+        prefix = 1
+        for axis in range(len(out_dims) - 1):
+            heads, size = out_dims[axis], out_dims[axis + 1]
+            if prefix == before and heads * size == in_dims[layout.axis] and int(np.prod(out_dims[axis + 2 :])) == after:
+                target = constant_array(self.node.inputs[rewrite_index]).reshape(-1)
+                if heads < 2 or size < 2 or len(spaces) != 1 or layout.block != 1 or target[axis] in (0, -1):
+                    return False
+                if not self.a.coarsen(layout.segments[0].space, size):
+                    return False
+                heads_layout = Layout(axis, self.a.layouts[self.node.inputs[0]].segments)
+                self.action("shape", heads_layout, rewrite_index, axis)
+                self.set_output(heads_layout)
+                return True
+            prefix *= out_dims[axis]
+        return False
 
     def _Split(self) -> None:
         layout = self.data()
@@ -530,23 +608,53 @@ class _Rules:
         if layout is None:
             return
         axis = self.node.attributes.get_int("axis", 0)
-        if rank is None or axis % rank == layout.axis:
-            return self.refuse(f"{self.label} splits the channel axis")
-        for index in range(len(self.node.outputs)):
-            self.set_output(layout, index)
+        if rank is None:
+            return self.refuse(f"{self.label} has an unknown rank")
+        if axis % rank != layout.axis:
+            for index in range(len(self.node.outputs)):
+                self.set_output(layout, index)
+            return
+        sizes = constant_array(self.node.inputs[1]) if len(self.node.inputs) > 1 and self.node.inputs[1] is not None else None
+        if sizes is None or layout.block != 1:
+            # Sizes in an attribute (opset < 13) or implied equal parts cannot be rewritten per piece.
+            return self.refuse(f"{self.label} splits the channel axis without a constant split input")
+        pieces, start = [], 0
+        for size in (int(v) for v in sizes.reshape(-1)):
+            segments = offsets.segments_between(layout, start, start + size)
+            if segments is None:
+                return self.refuse(f"{self.label} splits the channel axis inside one layer's channels")
+            pieces.append(Layout(layout.axis, segments))
+            start += size
+        for index, piece in enumerate(pieces):
+            self.action("shape", piece, 1, index)
+            self.set_output(piece, index)
 
     def _Slice(self) -> None:
         layout = self.data()
         rank = self.rank()
         if layout is None:
             return
-        axes = constant_array(self.node.inputs[3]) if len(self.node.inputs) > 3 and self.node.inputs[3] is not None else None
-        if axes is None and len(self.node.inputs) > 3:
-            return self.refuse(f"{self.label} slices computed axes")
-        axes = list(range(rank)) if axes is None and rank is not None else axes
-        if rank is None or layout.axis in {int(a) % rank for a in np.reshape(axes, -1)}:
-            return self.refuse(f"{self.label} slices the channel axis")
-        self.set_output(layout)
+        inputs = [constant_array(v) if v is not None else None for v in self.node.inputs[1:5]] + [None] * 4
+        starts, ends, axes, steps = inputs[:4]
+        if len(self.node.inputs) < 3 or starts is None or ends is None or (axes is None and len(self.node.inputs) > 3 and self.node.inputs[3] is not None):
+            return self.refuse(f"{self.label} slices with computed or attribute offsets")
+        if rank is None:
+            return self.refuse(f"{self.label} has an unknown rank")
+        axes = list(range(len(starts.reshape(-1)))) if axes is None else [int(a) % rank for a in axes.reshape(-1)]
+        if layout.axis not in axes:
+            return self.set_output(layout)
+        entry = axes.index(layout.axis)
+        start, end = int(starts.reshape(-1)[entry]), int(ends.reshape(-1)[entry])
+        step = 1 if steps is None else int(steps.reshape(-1)[entry])
+        channels = layout.channels * layout.block
+        segments = offsets.segments_between(layout, start, min(end, channels)) if layout.block == 1 and start >= 0 and end >= 0 and step == 1 else None
+        if segments is None:
+            return self.refuse(f"{self.label} slices the channel axis inside one layer's channels (or with a step or negative offset)")
+        if start > 0:
+            self.action("shape", offsets.prefix(layout, start), 1, entry)
+        if end < channels:  # an end at or past the last channel stays valid as channels go
+            self.action("shape", offsets.prefix(layout, end), 2, entry)
+        self.set_output(Layout(layout.axis, segments))
 
     def _Gather(self) -> None:
         layout = self.data()
@@ -574,3 +682,24 @@ class _Rules:
         if out_dims[axis] != in_dims[layout.axis]:
             return self.refuse(f"{self.label} broadcasts the channels")
         self.set_output(layout.moved(axis))
+
+
+def _reshape_reason(label: str, in_dims, out_dims, axis: int) -> str:
+    """Why a Reshape ends tracking. Splitting C into factors is how attention heads (also fused
+    q/k/v: 3 x H x dh) and channel shuffles start; merging C with a preceding axis ends a shuffle."""
+    before = int(np.prod(in_dims[:axis]))
+    prefix = 1
+    for index in range(len(out_dims)):
+        if prefix == before:
+            product, end = 1, index
+            while end < len(out_dims) and product < in_dims[axis]:
+                product *= out_dims[end]
+                end += 1
+            if product == in_dims[axis] and end - index >= 2:
+                parts = " x ".join(str(d) for d in out_dims[index:end])
+                return (f"{label} splits the channel axis into {parts} (attention heads or a channel shuffle) "
+                        "in a way whole heads cannot be tracked")
+        prefix *= out_dims[index]
+        if prefix > before:
+            break
+    return f"{label} mixes the channel axis with other axes (e.g. the merge ending a channel shuffle): the new channel order is not modeled"

@@ -32,7 +32,8 @@ def weight_norms(group: Group, order: int) -> np.ndarray:
     scores = np.zeros(group.channels)
     for action in group.producers:
         weight = constant_array(action.node.inputs[action.index]).astype(np.float64)
-        rows = np.moveaxis(weight, action.axis, 0).reshape(weight.shape[action.axis], -1)
+        # One row per channel; a channel that is a block (an attention head) spans block rows.
+        rows = np.moveaxis(weight, action.axis, 0).reshape(action.layout.channels, -1)
         scores += np.abs(rows).sum(1) if order == 1 else np.sqrt((rows**2).sum(1))
     return scores
 

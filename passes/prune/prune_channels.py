@@ -8,8 +8,8 @@ Rules:
 - Exactly one target: ``ratio`` (fraction of the prunable channels), ``macs`` or ``params`` (fraction
   of the model's MACs / parameters to remove). Channels are ranked globally by ``importance``
   (normalized per group), with ``uniform=true`` every group loses ``ratio`` of its channels instead.
-  ``max_layer_ratio`` caps the fraction removed from one group, ``round`` rounds kept counts up to a
-  multiple, ``protect`` (``|``-separated fnmatch patterns on node or output names) keeps the groups
+  ``max_layer_ratio`` caps the fraction removed from one group, ``round`` (default 8) rounds kept
+  counts up to a multiple (a group smaller than that is kept whole), ``protect`` (``|``-separated fnmatch patterns on node or output names) keeps the groups
   touching matching layers whole.
 - ``reconstruct=true`` refits every Conv/Gemm/MatMul whose input lost channels by regularized least
   squares on calibration data, so that its outputs match the original model's
@@ -54,7 +54,10 @@ class PruneOptions:
     params: float = dataclasses.field(default=0.0, metadata={"check": _fraction, "rule": "in [0, 1)", "doc": "fraction of parameters to remove"})
     importance: Importance = dataclasses.field(default="l1", metadata={"doc": "channel importance criterion"})
     uniform: bool = dataclasses.field(default=False, metadata={"doc": "remove `ratio` of every group instead of ranking globally"})
-    round: int = dataclasses.field(default=1, metadata={"check": lambda v: v >= 1, "rule": "at least 1", "doc": "kept channel counts rounded up to a multiple of this"})
+    # 8, not 1: ONNX Runtime runs a convolution with its fast blocked (NCHWc) kernels only when the
+    # channel counts are multiples of 8; odd counts fall back to im2col + GEMM with layout reorders,
+    # which ate the whole gain on PP-OCRv4 rec (30% fewer MACs, 1% faster; 16% faster with 8).
+    round: int = dataclasses.field(default=8, metadata={"check": lambda v: v >= 1, "rule": "at least 1", "doc": "kept channel counts rounded up to a multiple of this (8 keeps ORT's blocked conv kernels)"})
     max_layer_ratio: float = dataclasses.field(default=0.75, metadata={"check": lambda v: 0.0 < v < 1.0, "rule": "in (0, 1)", "doc": "most a group may lose"})
     protect: str = dataclasses.field(default="", metadata={"doc": "|-separated name patterns of layers to keep whole"})
     reconstruct: bool = dataclasses.field(default=True, metadata={"doc": "refit consuming layers by least squares on calibration data"})
@@ -224,7 +227,7 @@ def measure_fidelity(reference: ir.Model, model: ir.Model, feeds) -> dict[str, f
 
 def _reason_kind(reason: str) -> str:
     """A reason without the node name, for counting."""
-    for marker in ("graph input", "graph output", "grouped", "attention", "channel shuffle", "Shape", "reduces", "normalizes",
+    for marker in ("graph input", "graph output", "grouped", "heads or shuffle groups", "attention", "channel shuffle", "Shape", "reduces", "normalizes",
                    "computed target shape", "untracked", "does not model", "LRN", "mixes"):
         if marker in reason:
             return marker

@@ -6,8 +6,9 @@
 - ``select`` ranks the channels of all prunable groups by (normalized) importance and finds, by
   bisection on a global threshold, the smallest removal that meets the target: a fraction of the
   channels, of the MACs or of the parameters. Per group at most ``max_layer_ratio`` of the channels
-  go, and the kept count is rounded up to a multiple of ``round`` (never below one multiple, never
-  above the group size). ``uniform=True`` instead removes ``ratio`` of every group.
+  go, and the kept count is rounded up to a multiple of ``round`` features (never below one
+  multiple, never above the group size; a head of 32 features already is one). ``uniform=True``
+  instead removes ``ratio`` of every group.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ class CostModel:
 def kept_count(group: Group, removed: int, max_layer_ratio: float, multiple: int) -> int:
     removed = min(removed, int(math.floor(group.channels * max_layer_ratio)))
     keep = max(group.channels - removed, 1)
+    # ``multiple`` counts features: a group whose channels are blocks (attention heads of dh
+    # features) needs fewer of them per multiple.
+    unit = max((a.layout.block for a in group.producers), default=1)
+    multiple = max(1, math.ceil(multiple / unit))
     if multiple > 1:
         keep = min(group.channels, max(multiple, int(math.ceil(keep / multiple)) * multiple))
     return keep

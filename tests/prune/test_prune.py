@@ -81,7 +81,7 @@ def test_planted_zero_channels_are_removed_with_float_error_only():
     model = chain_model(zero_channels=(1, 5))
     feeds = correlated_feeds(4, seed=1)
     before = io.copy_model(model)
-    pass_, result = run_prune(model, feeds, ratio=0.08, importance="l1", reconstruct="false", holdout=0)
+    pass_, result = run_prune(model, feeds, ratio=0.08, importance="l1", reconstruct="false", holdout=0, round=1)
     assert result.modified
     assert pass_.stats["channels removed"] == 2  # 8% of the 24 prunable channels: the two planted ones
     w1 = next(n for n in model.graph if n.outputs[0].name == "a").inputs[1].const_value.numpy()
@@ -97,7 +97,7 @@ def test_reconstruction_strictly_lowers_the_output_error():
     for reconstruct in (False, True):
         model = chain_model()
         pass_, _ = run_prune(model, calibration + holdout, ratio=0.5, uniform="true", importance="l1",
-                             reconstruct=str(reconstruct).lower(), calib=24, holdout=4)
+                             reconstruct=str(reconstruct).lower(), calib=24, holdout=4, round=1)
         errors[reconstruct] = pass_.fidelity["sqnr_db"]
     assert errors[True] > errors[False] + 1.0  # strictly better, by a margin (measured: 1.4 -> 4.4 dB)
 
@@ -122,6 +122,14 @@ def test_round_keeps_channel_counts_multiples_of_eight():
     pass_, _ = run_prune(model, None, ratio=0.4, round=8, reconstruct="false", holdout=0)
     for row in pass_.report["groups"]:
         assert row["kept"] % 8 == 0 or row["kept"] == row["channels"]
+
+
+def test_default_round_keeps_multiples_of_eight_on_resnet18():
+    # ONNX Runtime's blocked conv kernels need channel counts in multiples of 8: the default keeps them.
+    model = builders.build("resnet18", image_size=64)
+    pass_, _ = run_prune(model, None, macs=0.3, reconstruct="false", holdout=0)
+    assert pass_.report["groups"]
+    assert all(row["kept"] % 8 == 0 for row in pass_.report["groups"])
 
 
 def test_max_layer_ratio_caps_every_group():

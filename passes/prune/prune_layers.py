@@ -1,0 +1,164 @@
+"""prune-layers: remove whole residual blocks (``y = x + f(x)`` becomes ``y = x``) that contribute least.
+
+Rules:
+- Candidates are the residual blocks of ``passes.prune.blocks`` (identity skip, self-contained
+  branch); every other Add is left alone and counted by reason. ``protect`` (``|``-separated fnmatch
+  patterns on node or output names) keeps a block whose Add or branch nodes match.
+- Contribution, measured on the first ``calib`` calibration feeds with the original model:
+  ``criterion=ratio`` is ||f(x)|| / ||x|| at the block (one run); ``criterion=output`` is the relative
+  error of the model's outputs with only that block removed, ||y' - y|| / ||y|| (one run per block).
+- Exactly one budget: ``blocks`` (how many to remove) or ``macs`` (remove the least contributing
+  blocks until their branches hold at least this fraction of the model's MACs). Blocks are taken in
+  increasing contribution; a block nested in one already removed is skipped.
+- Removal rewires every reader of the Add's output to ``x``; the branch becomes unused and is deleted.
+The pass is lossy. ``self.report`` lists every candidate with its contribution and MACs, and for each
+removed block why (its rank); held-back feeds (``holdout``) measure the output error as for ``prune``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from typing import Literal
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.passes import common
+
+from ir import channel_groups, io, runtime, shapes
+from ir import cost as ir_cost
+from ir.errors import UsageError
+from passes.base import Pass, PassResult, register
+from passes.prune.blocks import Block, find_blocks
+from passes.prune.prune_channels import measure_fidelity
+from passes.prune.reconstruct import capture_values
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneLayersOptions:
+    blocks: int = dataclasses.field(default=0, metadata={"check": lambda v: v >= 0, "rule": "non-negative", "doc": "number of residual blocks to remove"})
+    macs: float = dataclasses.field(default=0.0, metadata={"check": lambda v: 0.0 <= v < 1.0, "rule": "in [0, 1)", "doc": "fraction of MACs to remove with whole blocks"})
+    criterion: Literal["ratio", "output"] = dataclasses.field(default="ratio", metadata={"doc": "contribution: ||f(x)||/||x|| at the block, or the model's output error without it"})
+    protect: str = dataclasses.field(default="", metadata={"doc": "|-separated name patterns of blocks to keep"})
+    calib: int = dataclasses.field(default=8, metadata={"check": lambda v: v >= 1, "rule": "at least 1", "doc": "calibration feeds measuring contributions"})
+    holdout: int = dataclasses.field(default=4, metadata={"check": lambda v: v >= 0, "rule": "non-negative", "doc": "further calibration feeds to measure the error on"})
+
+
+@register
+class PruneLayersPass(Pass):
+    name = "prune-layers"
+    Options = PruneLayersOptions
+    lossless = False
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        if (self.options.blocks > 0) == (self.options.macs > 0):
+            raise UsageError("pass 'prune-layers': give exactly one of blocks (a count) or macs (a fraction in (0, 1))")
+        self.report: dict = {}
+        self.fidelity: dict = {}
+
+    def call(self, model: ir.Model) -> PassResult:
+        blocks, rejected = find_blocks(model)
+        for reason in rejected.values():
+            self.stats[f"not a block: {reason.split(chr(39))[0].strip()}"] += 1
+        blocks = self._unprotected(blocks)
+        self.stats["blocks found"] = len(blocks)
+        if not blocks:
+            self.note("no removable residual block (y = x + f(x) with an identity skip)")
+            return PassResult(model, modified=False)
+        feeds, holdout = self._feeds(model)
+        original = io.copy_model(model) if holdout else None
+        scores = self._contributions(model, blocks, feeds)
+        chosen = self._choose(model, blocks, scores)
+        for block in chosen:
+            block.add.outputs[0].replace_all_uses_with(block.skip)
+        common.RemoveUnusedNodesPass()(model)
+        channel_groups.invalidate(model)
+        shapes.infer(model)
+        self.stats["blocks removed"] = len(chosen)
+        self.stats["macs removed"] = sum(b.macs for b in chosen)
+        if holdout:
+            self.fidelity = measure_fidelity(original, model, holdout)
+            self.note("output error on held-back feeds: " + ", ".join(f"{k} {v:.4g}" for k, v in self.fidelity.items()))
+        return PassResult(model, modified=bool(chosen))
+
+    # -- steps -----------------------------------------------------------------------------------
+    def _unprotected(self, blocks: list[Block]) -> list[Block]:
+        patterns = [p for p in self.options.protect.split("|") if p]
+        kept = []
+        for block in blocks:
+            names = [n for node in (block.add, *block.nodes) for n in (node.name, *(v.name for v in node.outputs)) if n]
+            if any(fnmatch.fnmatchcase(n, p) for p in patterns for n in names):
+                self.stats["blocks protected"] += 1
+            else:
+                kept.append(block)
+        return kept
+
+    def _feeds(self, model):
+        calibration = getattr(self.context, "calibration", None) if self.context is not None else None
+        needed = self.options.calib + self.options.holdout
+        if calibration is None:
+            from passes.calibration import Calibration
+
+            calibration = Calibration.generated_for(model, n=min(needed, 8))
+        if getattr(calibration, "generated", False):
+            self.note("calibration data are generated random inputs: contributions do not reflect real data")
+        feeds = calibration.take(needed)
+        if len(feeds) <= self.options.calib:
+            return feeds, []
+        return feeds[: self.options.calib], feeds[self.options.calib :]
+
+    def _contributions(self, model: ir.Model, blocks: list[Block], feeds) -> list[float]:
+        if self.options.criterion == "ratio":
+            names = [v.name for b in blocks for v in (b.skip, b.branch_output)]
+            branch = np.zeros(len(blocks))
+            skip = np.zeros(len(blocks))
+            for arrays in capture_values(model, names, feeds):
+                for i, block in enumerate(blocks):
+                    branch[i] += float(np.sum(np.square(arrays[block.branch_output.name], dtype=np.float64)))
+                    skip[i] += float(np.sum(np.square(arrays[block.skip.name], dtype=np.float64)))
+            return [float(v) for v in np.sqrt(branch / np.maximum(skip, 1e-30))]
+        reference = [runtime.run(runtime.session(model), feed) for feed in feeds]
+        scores = []
+        for block in blocks:
+            trial = io.copy_model(model)
+            add = next(n for n in trial.graph if n.outputs[0].name == block.add.outputs[0].name)
+            skip = add.inputs[list(block.add.inputs).index(block.skip)]
+            add.outputs[0].replace_all_uses_with(skip)
+            common.RemoveUnusedNodesPass()(trial)
+            sess = runtime.session(trial)
+            error = total = 0.0
+            for feed, want in zip(feeds, reference):
+                got = runtime.run(sess, feed)
+                for name, ref in want.items():
+                    error += float(np.sum((ref.astype(np.float64) - got[name]) ** 2))
+                    total += float(np.sum(ref.astype(np.float64) ** 2))
+            scores.append(float(np.sqrt(error / max(total, 1e-30))))
+        return scores
+
+    def _choose(self, model: ir.Model, blocks: list[Block], scores: list[float]) -> list[Block]:
+        total_macs = ir_cost.analyze(model, infer_shapes=False).macs
+        order = sorted(range(len(blocks)), key=lambda i: scores[i])
+        chosen: list[Block] = []
+        gone: set[ir.Node] = set()
+        removed_macs = 0
+        rows = []
+        for rank, i in enumerate(order, start=1):
+            block = blocks[i]
+            rows.append({"block": block.label, "contribution": scores[i], "macs": block.macs, "nodes": len(block.nodes), "removed": False})
+            done = len(chosen) >= self.options.blocks if self.options.blocks else removed_macs >= self.options.macs * total_macs
+            if done or block.add in gone:
+                continue
+            chosen.append(block)
+            gone.update(block.nodes)
+            removed_macs += block.macs
+            rows[-1]["removed"] = True
+            rows[-1]["why"] = f"contribution {scores[i]:.4g} ({self.options.criterion}) ranks {rank} of {len(blocks)}"
+            self.note(f"removed block {block.label} ({len(block.nodes)} nodes, {block.macs / 1e6:.1f} M MACs): {rows[-1]['why']}")
+        if self.options.blocks and len(chosen) < self.options.blocks:
+            self.note(f"only {len(chosen)} of the {self.options.blocks} blocks asked for could be removed")
+        if self.options.macs and removed_macs < self.options.macs * total_macs:
+            self.note(f"all blocks together hold {removed_macs / max(total_macs, 1):.1%} of the MACs, less than asked")
+        self.report = {"candidates": rows, "macs_before": total_macs, "macs_after": total_macs - removed_macs,
+                       "removed": [b.label for b in chosen]}
+        return chosen
