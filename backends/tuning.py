@@ -34,7 +34,6 @@ from ir.errors import BackendError, UsageError
 
 _TRIALS_PER_BATCH = 64
 _MIN_BATCH = 8
-_BUILD_TIMEOUT_SECONDS = 300.0
 
 
 def validate_tuning(trials: int | None, database: str | Path | None) -> TuningRequest | None:
@@ -84,9 +83,7 @@ def _tune(
 ) -> int:  # fmt: skip
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(tasks, work_dir=str(folder), seed=0)
     counter = _ProgressCallback(ms, tuning.trials, tuning.progress)
-    # A fresh build worker spends about 15 s importing tvm.s_tir.tensor_intrin before its first
-    # build; MetaSchedule's 30 s default timeout then kills most first builds on a 2-core machine.
-    builder = ms.builder.LocalBuilder(timeout_sec=_BUILD_TIMEOUT_SECONDS, f_export=export)
+    builder = _in_process_builder(ms, export)
     runner: Any = "local"
     if remote is not None:
         if not remote.key:
@@ -111,6 +108,34 @@ def _tune(
     except Exception as exc:
         raise BackendError(f"MetaSchedule tuning failed: {_first_line(exc)}") from exc
     return counter.done
+
+
+def _in_process_builder(ms: Any, export: Any) -> Any:
+    """A MetaSchedule builder that compiles candidates in this process, one after the other.
+
+    MetaSchedule's LocalBuilder starts a fresh pool of worker processes for every batch (against a
+    memory leak in long-lived workers), and each worker spends about 15 s importing TVM before its
+    first build: on a 2-core machine that start-up, not building, was most of the tuning time (a
+    whole-model budget spent minutes per task). Candidates are small TIR functions that compile in a
+    fraction of a second, so building them here is far faster; a candidate that fails to build is
+    reported as a failed build, as the LocalBuilder would.
+    """
+    from tvm.ir.utils import derived_object  # noqa: PLC0415
+    from tvm.s_tir.meta_schedule.builder.local_builder import _serialize_params, _worker_func  # noqa: PLC0415
+
+    @derived_object
+    class InProcessBuilder(ms.builder.PyBuilder):
+        def build(self, build_inputs):
+            results = []
+            for item in build_inputs:
+                try:
+                    path = _worker_func(None, export, item.mod, item.target, _serialize_params(item.params))
+                    results.append(ms.builder.BuilderResult(path, None))
+                except Exception as exc:  # noqa: BLE001 - TVM raises many types; the candidate is dropped
+                    results.append(ms.builder.BuilderResult(None, f"in-process build failed: {_first_line(exc)}"))
+            return results
+
+    return InProcessBuilder()
 
 
 def _fused(tvm: Any, module: Any, target: Any) -> Any:
