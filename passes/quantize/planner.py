@@ -45,7 +45,7 @@ class Settings:
     per_channel: bool = True
     percentile: float = 99.99
     bins: int = 2048
-    ops: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+    ops: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul", "GlobalAveragePool")
 
 
 @dataclasses.dataclass
@@ -138,7 +138,9 @@ class Quantizer:
             if layer.op_type in WEIGHTED and constant_array(node.inputs[1]) is not None:
                 self._quantize_weights(writer, node, layer)
         for name, value in tensors.items():
-            if name in self.observers:
+            # A graph output nobody else reads stays float: a Q/DQ pair there would be dead, and a
+            # layer whose output feeds both a Q and the graph output cannot be fused by ONNX Runtime.
+            if name in self.observers and value.uses():
                 scale, zero = self.params(name)
                 writer.fake_quantize(value, scale, zero)
         for name, value in list(model.graph.initializers.items()):

@@ -1,7 +1,8 @@
 """quantize: static int8 post-training quantization into standard QDQ ONNX that ONNX Runtime fuses.
 
 Rules (details in ``planner``):
-- Layers are the nodes whose op type is in ``ops`` (default Conv, ConvTranspose, Gemm, MatMul) and
+- Layers are the nodes whose op type is in ``ops`` (default Conv, ConvTranspose, Gemm, MatMul,
+  GlobalAveragePool) and
   that can be quantized; their float activation inputs and outputs get QuantizeLinear ->
   DequantizeLinear pairs (after a following Relu / Clip(min >= 0), which ONNX Runtime then removes),
   weights become int8 per output channel (symmetric) behind a DequantizeLinear, Conv/Gemm biases int32.
@@ -52,7 +53,7 @@ class QuantizeOptions:
         "check": lambda v: 90.0 <= v <= 100.0, "rule": "in [90, 100]", "doc": "percentile for calibrate=percentile"})
     samples: int = dataclasses.field(default=32, metadata={
         "check": lambda v: v >= 1, "rule": ">= 1", "doc": "calibration feeds used for the statistics"})
-    ops: str = dataclasses.field(default="Conv,ConvTranspose,Gemm,MatMul", metadata={
+    ops: str = dataclasses.field(default="Conv,ConvTranspose,Gemm,MatMul,GlobalAveragePool", metadata={
         "check": _ops_valid, "rule": f"a comma-separated list of {', '.join(sorted(QUANTIZABLE_OPS))}", "doc": "op types to quantize"})
     exclude: str = dataclasses.field(default="", metadata={"doc": "comma-separated node names, output names or op types kept float"})
     bias_correction: bool = dataclasses.field(default=False, metadata={"doc": "correct Conv/Gemm biases for the mean quantization error"})
