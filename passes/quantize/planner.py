@@ -34,6 +34,7 @@ from passes.quantize.qdq import constant_array, is_private
 from passes.quantize.observers import HistogramObserver
 
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+ELEMENTWISE = ("Add", "Mul")  # quantized on 4-D feature maps only, constant operands allowed
 FUSED_ACTIVATIONS = ("Relu", "Clip")
 
 
@@ -45,7 +46,7 @@ class Settings:
     per_channel: bool = True
     percentile: float = 99.99
     bins: int = 2048
-    ops: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul", "GlobalAveragePool")
+    ops: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool")
 
 
 @dataclasses.dataclass
@@ -57,6 +58,14 @@ class Layer:
     output: str  # the tensor quantized after the layer (the fused activation's output when there is one)
     raw_output: str  # the op's own output
     weight_axis: int | None = None  # None: per tensor; only for constant weights
+    constants: list[int] = dataclasses.field(default_factory=list)  # constant operands of Add/Mul (uint8 per tensor)
+
+    def quantized(self) -> tuple[str, ...]:
+        """The activations this layer quantizes: its inputs, and its output except for MatMul/Gemm,
+        which ONNX Runtime runs in integers with a float output (MatMulIntegerToFloat, QGemm); their
+        output is quantized only when a quantized reader asks for it, so logits before a float
+        Add/Softmax keep full precision."""
+        return (*self.inputs,) if self.op_type in ("MatMul", "Gemm") else (*self.inputs, self.output)
 
 
 def node_label(node: ir.Node, index: int) -> str:
@@ -90,15 +99,17 @@ class Quantizer:
             inputs = [v.name for v in node.inputs if v is not None and constant_array(v) is None]
             if node.op_type in WEIGHTED and node.op_type != "MatMul":
                 inputs = inputs[:1]
+            constants = [i for i, v in enumerate(node.inputs) if node.op_type in ELEMENTWISE and constant_array(v) is not None]
             raw = node.outputs[0]
-            self.layers.append(Layer(index, label, node.op_type, inputs, _fused_output(raw).name, raw.name, _weight_axis(node, settings.per_channel)))
+            self.layers.append(Layer(index, label, node.op_type, inputs, _fused_output(raw).name, raw.name,
+                                     _weight_axis(node, settings.per_channel), constants))
 
     def _float(self, node: ir.Node, reason: str) -> None:
         self.float_reasons.setdefault(f"{node.op_type}: {reason}", []).append(node.name or node.outputs[0].name)
 
     # -- calibration ------------------------------------------------------------------------------
     def tensors(self) -> list[str]:
-        return list(dict.fromkeys(name for layer in self.layers for name in (*layer.inputs, layer.output)))
+        return list(dict.fromkeys(name for layer in self.layers for name in layer.quantized()))
 
     def calibrate(self, feeds: Iterable[dict[str, np.ndarray]], progress: Callable[[int], None] | None = None) -> int:
         names = self.tensors()
@@ -133,10 +144,18 @@ class Quantizer:
             if layer.index not in chosen:
                 continue
             node = nodes[layer.index]
-            for name in (*layer.inputs, layer.output):
+            for name in layer.quantized():
                 tensors[name] = values[name]
             if layer.op_type in WEIGHTED and constant_array(node.inputs[1]) is not None:
                 self._quantize_weights(writer, node, layer)
+            for position in layer.constants:
+                # What ONNX Runtime's quantizer does for a constant Add/Mul operand: uint8 over its
+                # own range, so the node becomes QLinearAdd/QLinearMul.
+                array = constant_array(node.inputs[position]).astype(np.float32)
+                scale, zero = qdq.activation_params(float(array.min()), float(array.max()), "uint8", False)
+                q = np.clip(np.round(array / scale) + zero.astype(np.int32), 0, 255).astype(np.uint8)
+                base = node.inputs[position].name or f"{layer.raw_output}_operand"
+                node.replace_input_with(position, writer.dequantized_constant(base, q, scale, zero, None))
         for name, value in tensors.items():
             # A graph output nobody else reads stays float: a Q/DQ pair there would be dead, and a
             # layer whose output feeds both a Q and the graph output cannot be fused by ONNX Runtime.
@@ -242,6 +261,14 @@ def _refusal(node: ir.Node) -> str | None:
             return "constant weight is not 2-D"
         if constant_array(node.inputs[0]) is not None:
             return "constant first operand"
+    elif node.op_type in ELEMENTWISE:
+        if all(constant_array(v) is not None for v in floats):
+            return "constant operands"
+        shape = node.outputs[0].shape
+        if shape is None or len(shape) != 4:
+            # Sequence arithmetic (transformer residuals, decomposed LayerNorm) feeds normalizations
+            # that amplify its rounding error; ONNX Runtime's gain is in convolutional networks.
+            return "not on a 4-D feature map"
     elif any(constant_array(v) is not None for v in floats):
         return "constant operand"
     if len(node.outputs) != 1:

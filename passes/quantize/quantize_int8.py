@@ -2,7 +2,7 @@
 
 Rules (details in ``planner``):
 - Layers are the nodes whose op type is in ``ops`` (default Conv, ConvTranspose, Gemm, MatMul,
-  GlobalAveragePool) and
+  GlobalAveragePool, and Add/Mul on 4-D feature maps, a constant operand becoming uint8 too) and
   that can be quantized; their float activation inputs and outputs get QuantizeLinear ->
   DequantizeLinear pairs (after a following Relu / Clip(min >= 0), which ONNX Runtime then removes),
   weights become int8 per output channel (symmetric) behind a DequantizeLinear, Conv/Gemm biases int32.
@@ -38,8 +38,14 @@ QUANTIZABLE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "Con
                    "AveragePool", "MaxPool", "Sigmoid", "LeakyRelu", "Resize", "Transpose", "Reshape", "Softmax"}
 
 
+def names_in(text: str) -> list[str]:
+    """Items of a list option; "+" separates them too, because a pipeline string cannot hold a comma
+    inside an option value (``quantize{ops=Conv+MatMul,exclude=Softmax+head}``)."""
+    return [t.strip() for t in text.replace("+", ",").split(",") if t.strip()]
+
+
 def _ops_valid(text: str) -> bool:
-    names = [t.strip() for t in text.split(",") if t.strip()]
+    names = names_in(text)
     return bool(names) and all(n in QUANTIZABLE_OPS for n in names)
 
 
@@ -53,9 +59,9 @@ class QuantizeOptions:
         "check": lambda v: 90.0 <= v <= 100.0, "rule": "in [90, 100]", "doc": "percentile for calibrate=percentile"})
     samples: int = dataclasses.field(default=32, metadata={
         "check": lambda v: v >= 1, "rule": ">= 1", "doc": "calibration feeds used for the statistics"})
-    ops: str = dataclasses.field(default="Conv,ConvTranspose,Gemm,MatMul,GlobalAveragePool", metadata={
-        "check": _ops_valid, "rule": f"a comma-separated list of {', '.join(sorted(QUANTIZABLE_OPS))}", "doc": "op types to quantize"})
-    exclude: str = dataclasses.field(default="", metadata={"doc": "comma-separated node names, output names or op types kept float"})
+    ops: str = dataclasses.field(default="Conv,ConvTranspose,Gemm,MatMul,Add,Mul,GlobalAveragePool", metadata={
+        "check": _ops_valid, "rule": f"a list (separated by , or +) of {', '.join(sorted(QUANTIZABLE_OPS))}", "doc": "op types to quantize"})
+    exclude: str = dataclasses.field(default="", metadata={"doc": "node names, output names or op types kept float (separated by , or +)"})
     bias_correction: bool = dataclasses.field(default=False, metadata={"doc": "correct Conv/Gemm biases for the mean quantization error"})
     fidelity_budget: float = dataclasses.field(default=0.0, metadata={
         "check": lambda v: 0.0 <= v <= 200.0, "rule": "in [0, 200] dB",
@@ -144,7 +150,7 @@ class QuantizePass(Pass):
 def quantizer_for(model: ir.Model, opts: QuantizeOptions) -> Quantizer:
     settings = Settings(
         calibrate=opts.calibrate, activations=opts.activations, per_channel=opts.per_channel, percentile=opts.percentile,
-        ops=tuple(t.strip() for t in opts.ops.split(",") if t.strip()),
+        ops=tuple(names_in(opts.ops)),
     )
-    exclude = [t.strip() for t in opts.exclude.split(",") if t.strip()]
+    exclude = names_in(opts.exclude)
     return Quantizer(model, settings, exclude)
