@@ -40,7 +40,7 @@ FUSED_ACTIVATIONS = ("Relu", "Clip")
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    calibrate: str = "minmax"
+    calibrate: str = "entropy"
     activations: str = "uint8"
     symmetric_activations: bool = True
     per_channel: bool = True

@@ -7,7 +7,8 @@ Rules (details in ``planner``):
   DequantizeLinear pairs (after a following Relu / Clip(min >= 0), which ONNX Runtime then removes),
   weights become int8 per output channel (symmetric) behind a DequantizeLinear, Conv/Gemm biases int32.
 - Activation ranges come from streaming histograms over ``samples`` calibration feeds, by
-  ``calibrate`` = minmax | percentile | entropy | mse. Activations are ``uint8`` (asymmetric) or
+  ``calibrate`` = minmax | percentile | entropy | mse (default entropy: on PP-OCRv4 rec it kept the
+  best character accuracy and output SQNR of the four). Activations are ``uint8`` (asymmetric) or
   ``int8`` (symmetric).
 - Per-channel weights need opset 13: a model with a lower opset is converted first (noted).
 - ``bias_correction``: Conv/Gemm biases absorb the mean quantization error of their outputs.
@@ -52,7 +53,7 @@ def _ops_valid(text: str) -> bool:
 @dataclasses.dataclass(frozen=True)
 class QuantizeOptions:
     calibrate: Literal["minmax", "percentile", "entropy", "mse"] = dataclasses.field(
-        default="minmax", metadata={"doc": f"activation range method: {', '.join(METHODS)}"})
+        default="entropy", metadata={"doc": f"activation range method: {', '.join(METHODS)}"})
     activations: Literal["uint8", "int8"] = dataclasses.field(default="uint8", metadata={"doc": "activation storage type"})
     per_channel: bool = dataclasses.field(default=True, metadata={"doc": "per-output-channel weight scales (opset >= 13)"})
     percentile: float = dataclasses.field(default=99.99, metadata={
