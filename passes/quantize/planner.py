@@ -104,6 +104,8 @@ class Quantizer:
             self.layers.append(Layer(index, label, node.op_type, inputs, _fused_output(raw).name, raw.name,
                                      _weight_axis(node, settings.per_channel), constants))
 
+        self.same_scale = _same_scale(model.graph, set(self.tensors()))
+
     def _float(self, node: ir.Node, reason: str) -> None:
         self.float_reasons.setdefault(f"{node.op_type}: {reason}", []).append(node.name or node.outputs[0].name)
 
@@ -126,6 +128,7 @@ class Quantizer:
 
     def params(self, name: str) -> tuple[np.float32, np.ndarray]:
         s = self.settings
+        name = self.same_scale.get(name, name)
         lo, hi = self.observers[name].observed_range(s.calibrate, levels=256, percentile=s.percentile)
         return qdq.activation_params(lo, hi, s.activations, s.symmetric_activations)
 
@@ -239,6 +242,25 @@ class Quantizer:
             if _add_bias(node, shift):
                 corrected += 1
         return corrected
+
+
+PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
+
+
+def _same_scale(graph: ir.Graph, quantized: set[str]) -> dict[str, str]:
+    """Quantized tensors made by a value-preserving op (MaxPool, Flatten, Reshape, ...) from another
+    quantized tensor take that tensor's scale: ONNX Runtime then drops the DQ -> op -> Q around the
+    op and runs it on the 8-bit values (its own quantizer shares the scale the same way)."""
+    result: dict[str, str] = {}
+    for node in graph:
+        out = node.outputs[0] if node.outputs else None
+        if out is None or out.name not in quantized or node.op_type not in PASS_THROUGH or not node.inputs:
+            continue
+        source = node.inputs[0].name
+        source = result.get(source, source)
+        if source in quantized:
+            result[out.name] = source
+    return result
 
 
 def _refusal(node: ir.Node) -> str | None:
