@@ -43,7 +43,7 @@ OURS = {
     "ours mse + bias corr.": "quantize{calibrate=mse,bias_correction=true}",
 }
 # Mixed precision costs one build + evaluation per layer (sensitivity): run on the small OCR models.
-BUDGET = {"ours minmax, 15 dB budget": "quantize{calibrate=minmax,fidelity_budget=15}"}
+BUDGET = {"ours, 15 dB budget": "quantize{fidelity_budget=15}"}
 BUDGET_MODELS = ("rec", "cls")
 ORT_METHODS = ("MinMax", "Percentile", "Entropy")
 

@@ -12,8 +12,9 @@ Rules (details in ``planner``):
   ``int8`` (symmetric).
 - Per-channel weights need opset 13: a model with a lower opset is converted first (noted).
 - ``bias_correction``: Conv/Gemm biases absorb the mean quantization error of their outputs.
-- ``fidelity_budget`` (dB, 0 = off): the most sensitive layers (per-layer sensitivity) stay float
-  until the output SQNR on calibration data reaches the budget.
+- ``fidelity_budget`` (dB, 0 = off): the most sensitive layers stay float until the output SQNR on
+  calibration data reaches the budget; ``sensitivity`` ranks them from the noise each layer adds in
+  the fully quantized model (``drop``, one build) or from one model per quantized layer (``isolated``).
 - ``exclude``: comma-separated node names, output names or op types kept in float.
 - Every node left in float is noted with its reason; the output SQNR, cosine and top-1 agreement
   against the float model on calibration data are noted (the error the pass introduced).
@@ -67,6 +68,8 @@ class QuantizeOptions:
     fidelity_budget: float = dataclasses.field(default=0.0, metadata={
         "check": lambda v: 0.0 <= v <= 200.0, "rule": "in [0, 200] dB",
         "doc": "keep the most sensitive layers float until the output SQNR reaches this (dB, 0 = off)"})
+    sensitivity: Literal["drop", "isolated"] = dataclasses.field(default="drop", metadata={
+        "doc": "layer ranking for the budget: drop (one quantized model, noise each layer adds) or isolated (one model per layer)"})
     verify_samples: int = dataclasses.field(default=4, metadata={
         "check": lambda v: v >= 1, "rule": ">= 1", "doc": "calibration feeds used to measure fidelity and sensitivity"})
 
@@ -97,7 +100,8 @@ class QuantizePass(Pass):
         if opts.bias_correction:
             self.stats["biases corrected"] += quantizer.correct_biases(check)
         if opts.fidelity_budget > 0:
-            scores = sensitivity.layer_sensitivity(quantizer, check)
+            rank = sensitivity.layer_drops if opts.sensitivity == "drop" else sensitivity.layer_sensitivity
+            scores = rank(quantizer, check)
             accept = sensitivity.fidelity_budget(quantizer, check, opts.fidelity_budget)
             quantized, kept = sensitivity.mixed_precision(quantizer, scores, accept)
             labels = {layer.index: layer.label for layer in quantizer.layers}

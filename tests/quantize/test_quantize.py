@@ -224,6 +224,24 @@ def test_bias_correction_and_fidelity_budget_run_and_report():
     assert sum("kept float" in note for note in budget.notes) == 2
 
 
+def test_both_sensitivity_rankings_keep_layers_float_until_the_budget_is_met():
+    feeds = feeds_for([1, 3, 16, 16])
+    for ranking in ("drop", "isolated"):
+        record = run_quantize(conv_model(), feeds, f"quantize{{fidelity_budget=60,sensitivity={ranking}}}").records[0]
+        assert record.stats["layers kept float for the budget"] == 2
+    quantizer_model = conv_model()
+    from passes.quantize import qdq, sensitivity
+    from passes.quantize.quantize_int8 import QuantizeOptions, quantizer_for
+
+    qdq.raise_opset(quantizer_model, 13)
+    quantizer = quantizer_for(quantizer_model, QuantizeOptions())
+    quantizer.calibrate(feeds)
+    drops = sensitivity.layer_drops(quantizer, feeds[:2])
+    # one score in dB per layer, finite: the noise each layer adds on top of its inputs'
+    assert set(drops) == {layer.index for layer in quantizer.layers}
+    assert all(0 < score < 100 for score in drops.values())
+
+
 @pytest.mark.parametrize("options", [{"calibrate": "kl"}, {"percentile": 50}, {"ops": "Conv,Softplus"}, {"samples": 0}])
 def test_bad_options_fail_at_construction(options):
     with pytest.raises(UsageError):
