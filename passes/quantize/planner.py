@@ -3,13 +3,20 @@
 Rules:
 - A *layer* is a node whose op type is in ``ops`` and that can be quantized: Conv/ConvTranspose with a
   constant float weight, Gemm with a constant 2-D B (transA=0, alpha=1), MatMul with float inputs
-  (constant 2-D weight or two activations), or any other listed op (Add, Mul, Concat, pooling, ...)
-  whose inputs are all float activations. Every other node stays float; ``float_reasons`` says why.
+  (constant 2-D weight or two activations), Add/Mul on a 4-D feature map (a constant operand becomes
+  uint8 per tensor; on 3-D sequences they stay float: transformer residuals and decomposed LayerNorm
+  feed normalizations that amplify the rounding), or any other listed op (Concat, pooling, ...) whose
+  inputs are all float activations. Every other node stays float; ``float_reasons`` says why.
 - A layer's float activation inputs are quantized, and so is its output, because ONNX Runtime fuses
-  ``DQ -> op -> Q`` into an integer kernel (QLinearConv, QLinearMatMul, QGemm, QLinearAdd) only when
-  the output is quantized too. When the output's only reader is a Relu, or a Clip with a constant
-  minimum >= 0, the activation's output is quantized instead (unless it is a graph output): ONNX Runtime then
-  drops the activation (its Q already clips at zero) and fuses the layer.
+  ``DQ -> op -> Q`` into an integer kernel (QLinearConv, QLinearAdd, QLinearMul, ...) only when
+  the output is quantized too. MatMul/Gemm are the exception: ORT runs them in integers with a float
+  output, so their output is quantized only when a quantized layer reads it (logits stay float).
+  When the output's only reader is a Relu, or a Clip with a constant minimum >= 0, the activation's
+  output is quantized instead (unless it is a graph output): ONNX Runtime then drops the activation
+  (its Q already clips) and fuses the layer. A graph output nobody else reads is never quantized.
+- Scales and zero points are scalars (ORT fuses nothing with a one-element vector), and a tensor made
+  by a value-preserving op (MaxPool, Flatten, Reshape, ...) from a quantized tensor reuses that
+  tensor's scale, so ORT runs the op on the 8-bit values.
 - Weights: symmetric int8 per output channel (Conv axis 0, ConvTranspose axis 1 when group=1, Gemm
   axis 0 with transB=1 else 1, MatMul axis 1), or per tensor. Biases of Conv/Gemm: int32 with scale
   input scale x weight scale.
