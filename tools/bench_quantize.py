@@ -6,10 +6,13 @@ against the float model on random images of another seed). Every quantizer start
 folded float model (``fold`` preset); the anchors get it converted to opset 17 (FACTS.md: ONNX
 Runtime's quantizer writes invalid per-channel models at opset 12). Each quantization runs in a fresh
 process (spawn) that reports its wall time and peak resident memory (``VmHWM``, including the
-Python interpreter and imports). Latency: ONNX Runtime, 2 intra-op threads, median of 20 runs.
+Python interpreter and imports). Latency: ONNX Runtime, every row with the same session options
+(2 intra-op threads, no spinning, all graph optimizations), measured after all of a model's rows are
+built, interleaved (one run of each row per round, ``--runs`` rounds), median.
 
 Writes ``docs/bench_quantize.md`` (and ``.json``).
-Usage: ``python tools/bench_quantize.py [--models rec,cls,det,mobilenetv2,resnet50] [--n-det 20]``
+Usage: ``python tools/bench_quantize.py [--models rec,cls,det,mobilenetv2,resnet50] [--n-det 20]``;
+a quick smoke test: ``--models cls --skip-lowbit --no-nncf --no-budget --runs 5 --out /tmp/b.md``.
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ sys.path.insert(0, str(ROOT))
 OCR = {"rec": "ppocr-rec", "cls": "ppocr-cls", "det": "ppocr-det"}
 BUILDERS = ("mobilenetv2", "resnet50")
 OURS = {
+    "ours default (entropy)": "quantize",
     "ours minmax": "quantize{calibrate=minmax}",
     "ours mse": "quantize{calibrate=mse}",
     "ours percentile": "quantize{calibrate=percentile}",
     "ours mse + bias corr.": "quantize{calibrate=mse,bias_correction=true}",
 }
 # Mixed precision costs one build + evaluation per layer (sensitivity): run on the small OCR models.
-BUDGET = {"ours minmax, 15 dB budget": "quantize{calibrate=minmax,fidelity_budget=15}"}
+BUDGET = {"ours, 15 dB budget": "quantize{fidelity_budget=15}"}
 BUDGET_MODELS = ("rec", "cls")
 ORT_METHODS = ("MinMax", "Percentile", "Entropy")
 
@@ -155,20 +159,28 @@ def session(path: Path, threads: int = 2):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle sessions must not spin: with several sessions alive (interleaved timing) spinning
+    # threads of one session steal the 2 cores from the one being timed.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def latency_ms(path: Path, feed: dict, runs: int = 20) -> float:
-    sess = session(path)
-    for _ in range(3):
-        sess.run(None, feed)
-    times = []
+def latencies_ms(paths: dict[str, Path], feed: dict, runs: int = 30) -> dict[str, float]:
+    """Median latency of each model, interleaved: each round runs every model once, so load changes
+    on the machine hit all rows alike."""
+    sessions = {name: session(path) for name, path in paths.items()}
+    for sess in sessions.values():
+        for _ in range(3):
+            sess.run(None, feed)
+    times: dict[str, list[float]] = {name: [] for name in sessions}
     for _ in range(runs):
-        start = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
+        for name, sess in sessions.items():
+            start = time.perf_counter()
+            sess.run(None, feed)
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(values) * 1e3) for name, values in times.items()}
 
 
 def zipped_bytes(path: Path) -> int:
@@ -197,14 +209,14 @@ def quality(model_key: str, path: Path, reference: Path, n_det: int) -> dict:
 
 
 # -- the run ----------------------------------------------------------------------------------------
-def bench_int8(model_key: str, folder: Path, n_det: int, with_nncf: bool) -> list[dict]:
+def bench_int8(model_key: str, folder: Path, n_det: int, with_nncf: bool, with_budget: bool = True, runs: int = 30) -> list[dict]:
     source = float_model(model_key, folder)
     source17 = opset17(source)
     samples = 8 if model_key == "det" else 32 if model_key in OCR else 16
     feed = calibration_feeds(model_key, 1)[0]
-    rows = [{"method": "float", **quality(model_key, source, source, n_det), "latency_ms": latency_ms(source, feed),
-             "bytes": source.stat().st_size, "seconds": 0.0, "peak_mb": None}]
-    ours = {**OURS, **(BUDGET if model_key in BUDGET_MODELS else {})}
+    rows = [{"method": "float", **quality(model_key, source, source, n_det), "bytes": source.stat().st_size, "seconds": 0.0, "peak_mb": None}]
+    paths = {"float": source}
+    ours = {**OURS, **(BUDGET if with_budget and model_key in BUDGET_MODELS else {})}
     jobs = [(name, {"kind": "ours", "pipeline": pipe, "source": str(source)}) for name, pipe in ours.items()]
     jobs += [(f"ORT {m}", {"kind": "ort", "method": m, "source": str(source17)}) for m in ORT_METHODS]
     if with_nncf:
@@ -216,12 +228,18 @@ def bench_int8(model_key: str, folder: Path, n_det: int, with_nncf: bool) -> lis
         row = {"method": name}
         if result["ok"]:
             row.update(quality(model_key, target, source, n_det))
-            row.update(latency_ms=latency_ms(target, feed), bytes=target.stat().st_size, seconds=result["seconds"], peak_mb=result["peak_mb"])
+            row.update(bytes=target.stat().st_size, seconds=result["seconds"], peak_mb=result["peak_mb"])
             row["stats"] = result.get("stats", {})
+            paths[name] = target
         else:
             row["error"] = result["error"]
         rows.append(row)
         print(model_key, row, flush=True)
+    timed = latencies_ms(paths, feed, runs)
+    for row in rows:
+        if row["method"] in timed:
+            row["latency_ms"] = timed[row["method"]]
+    print(model_key, "latency ms", {k: round(v, 2) for k, v in timed.items()}, flush=True)
     return rows
 
 
@@ -258,7 +276,8 @@ def markdown(results: dict, meta: dict) -> str:
     lines = ["# Quantization benchmark", "", f"Machine: {meta['machine']}; versions: {meta['versions']}.", "",
              "Accuracy: PP-OCR task metric on `ocr_data.evaluate` (seed 0; rec char accuracy, cls accuracy, det F-score), "
              "builders: top-1 agreement with the float model on 16 random images (SQNR in brackets). "
-             "Calibration: seed 1 (32 samples; det 8; builders 16 random images). Latency: ORT, 2 threads, median of 20. "
+             "Calibration: seed 1 (32 samples; det 8; builders 16 random images). "
+             f"Latency: ORT, 2 threads, no spinning, all graph optimizations, median of {meta.get('runs', 30)} interleaved rounds. "
              "Peak memory: the quantizing process's max RSS, interpreter and imports included.", ""]
     for model_key, rows in results.get("int8", {}).items():
         lines += [f"## int8: {model_key}", "", "| method | accuracy | latency ms | speed-up | size KB | quantize s | peak MB |", "|---|---|---|---|---|---|---|"]
@@ -293,6 +312,9 @@ def main() -> None:
     parser.add_argument("--low-bit-models", default="rec,cls")
     parser.add_argument("--n-det", type=int, default=20)
     parser.add_argument("--no-nncf", action="store_true")
+    parser.add_argument("--skip-lowbit", action="store_true", help="skip the int4/clustering tables")
+    parser.add_argument("--no-budget", action="store_true", help="skip the fidelity-budget (mixed precision) rows")
+    parser.add_argument("--runs", type=int, default=30, help="interleaved latency rounds per model")
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench_quantize.md"))
     args = parser.parse_args()
     import onnx
@@ -305,12 +327,15 @@ def main() -> None:
         versions["nncf"] = nncf.__version__
     except ImportError:
         args.no_nncf = True
-    meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "versions": ", ".join(f"{k} {v}" for k, v in versions.items())}
+    meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
+            "runs": args.runs}
+    if args.skip_lowbit:
+        args.low_bit_models = ""
     results: dict = {"int8": {}, "low_bit": {}}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for model_key in filter(None, args.models.split(",")):
-            results["int8"][model_key] = bench_int8(model_key, folder, args.n_det, not args.no_nncf)
+            results["int8"][model_key] = bench_int8(model_key, folder, args.n_det, not args.no_nncf, not args.no_budget, args.runs)
         for model_key in filter(None, args.low_bit_models.split(",")):
             if not (folder / f"{model_key}.float.onnx").exists():
                 float_model(model_key, folder)

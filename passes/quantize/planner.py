@@ -3,13 +3,20 @@
 Rules:
 - A *layer* is a node whose op type is in ``ops`` and that can be quantized: Conv/ConvTranspose with a
   constant float weight, Gemm with a constant 2-D B (transA=0, alpha=1), MatMul with float inputs
-  (constant 2-D weight or two activations), or any other listed op (Add, Mul, Concat, pooling, ...)
-  whose inputs are all float activations. Every other node stays float; ``float_reasons`` says why.
+  (constant 2-D weight or two activations), Add/Mul on a 4-D feature map (a constant operand becomes
+  uint8 per tensor; on 3-D sequences they stay float: transformer residuals and decomposed LayerNorm
+  feed normalizations that amplify the rounding), or any other listed op (Concat, pooling, ...) whose
+  inputs are all float activations. Every other node stays float; ``float_reasons`` says why.
 - A layer's float activation inputs are quantized, and so is its output, because ONNX Runtime fuses
-  ``DQ -> op -> Q`` into an integer kernel (QLinearConv, QLinearMatMul, QGemm, QLinearAdd) only when
-  the output is quantized too. When the output's only reader is a Relu, or a Clip with a constant
-  minimum >= 0, the activation's output is quantized instead (unless it is a graph output): ONNX Runtime then
-  drops the activation (its Q already clips at zero) and fuses the layer.
+  ``DQ -> op -> Q`` into an integer kernel (QLinearConv, QLinearAdd, QLinearMul, ...) only when
+  the output is quantized too. MatMul/Gemm are the exception: ORT runs them in integers with a float
+  output, so their output is quantized only when a quantized layer reads it (logits stay float).
+  When the output's only reader is a Relu, or a Clip with a constant minimum >= 0, the activation's
+  output is quantized instead (unless it is a graph output): ONNX Runtime then drops the activation
+  (its Q already clips) and fuses the layer. A graph output nobody else reads is never quantized.
+- Scales and zero points are scalars (ORT fuses nothing with a one-element vector), and a tensor made
+  by a value-preserving op (MaxPool, Flatten, Reshape, ...) from a quantized tensor reuses that
+  tensor's scale, so ORT runs the op on the 8-bit values.
 - Weights: symmetric int8 per output channel (Conv axis 0, ConvTranspose axis 1 when group=1, Gemm
   axis 0 with transB=1 else 1, MatMul axis 1), or per tensor. Biases of Conv/Gemm: int32 with scale
   input scale x weight scale.
@@ -34,18 +41,19 @@ from passes.quantize.qdq import constant_array, is_private
 from passes.quantize.observers import HistogramObserver
 
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+ELEMENTWISE = ("Add", "Mul")  # quantized on 4-D feature maps only, constant operands allowed
 FUSED_ACTIVATIONS = ("Relu", "Clip")
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    calibrate: str = "minmax"
+    calibrate: str = "entropy"
     activations: str = "uint8"
     symmetric_activations: bool = True
     per_channel: bool = True
     percentile: float = 99.99
     bins: int = 2048
-    ops: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+    ops: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool")
 
 
 @dataclasses.dataclass
@@ -57,6 +65,14 @@ class Layer:
     output: str  # the tensor quantized after the layer (the fused activation's output when there is one)
     raw_output: str  # the op's own output
     weight_axis: int | None = None  # None: per tensor; only for constant weights
+    constants: list[int] = dataclasses.field(default_factory=list)  # constant operands of Add/Mul (uint8 per tensor)
+
+    def quantized(self) -> tuple[str, ...]:
+        """The activations this layer quantizes: its inputs, and its output except for MatMul/Gemm,
+        which ONNX Runtime runs in integers with a float output (MatMulIntegerToFloat, QGemm); their
+        output is quantized only when a quantized reader asks for it, so logits before a float
+        Add/Softmax keep full precision."""
+        return (*self.inputs,) if self.op_type in ("MatMul", "Gemm") else (*self.inputs, self.output)
 
 
 def node_label(node: ir.Node, index: int) -> str:
@@ -90,15 +106,19 @@ class Quantizer:
             inputs = [v.name for v in node.inputs if v is not None and constant_array(v) is None]
             if node.op_type in WEIGHTED and node.op_type != "MatMul":
                 inputs = inputs[:1]
+            constants = [i for i, v in enumerate(node.inputs) if node.op_type in ELEMENTWISE and constant_array(v) is not None]
             raw = node.outputs[0]
-            self.layers.append(Layer(index, label, node.op_type, inputs, _fused_output(raw).name, raw.name, _weight_axis(node, settings.per_channel)))
+            self.layers.append(Layer(index, label, node.op_type, inputs, _fused_output(raw).name, raw.name,
+                                     _weight_axis(node, settings.per_channel), constants))
+
+        self.same_scale = _same_scale(model.graph, set(self.tensors()))
 
     def _float(self, node: ir.Node, reason: str) -> None:
         self.float_reasons.setdefault(f"{node.op_type}: {reason}", []).append(node.name or node.outputs[0].name)
 
     # -- calibration ------------------------------------------------------------------------------
     def tensors(self) -> list[str]:
-        return list(dict.fromkeys(name for layer in self.layers for name in (*layer.inputs, layer.output)))
+        return list(dict.fromkeys(name for layer in self.layers for name in layer.quantized()))
 
     def calibrate(self, feeds: Iterable[dict[str, np.ndarray]], progress: Callable[[int], None] | None = None) -> int:
         names = self.tensors()
@@ -115,6 +135,7 @@ class Quantizer:
 
     def params(self, name: str) -> tuple[np.float32, np.ndarray]:
         s = self.settings
+        name = self.same_scale.get(name, name)
         lo, hi = self.observers[name].observed_range(s.calibrate, levels=256, percentile=s.percentile)
         return qdq.activation_params(lo, hi, s.activations, s.symmetric_activations)
 
@@ -133,12 +154,22 @@ class Quantizer:
             if layer.index not in chosen:
                 continue
             node = nodes[layer.index]
-            for name in (*layer.inputs, layer.output):
+            for name in layer.quantized():
                 tensors[name] = values[name]
             if layer.op_type in WEIGHTED and constant_array(node.inputs[1]) is not None:
                 self._quantize_weights(writer, node, layer)
+            for position in layer.constants:
+                # What ONNX Runtime's quantizer does for a constant Add/Mul operand: uint8 over its
+                # own range, so the node becomes QLinearAdd/QLinearMul.
+                array = constant_array(node.inputs[position]).astype(np.float32)
+                scale, zero = qdq.activation_params(float(array.min()), float(array.max()), "uint8", False)
+                q = np.clip(np.round(array / scale) + zero.astype(np.int32), 0, 255).astype(np.uint8)
+                base = node.inputs[position].name or f"{layer.raw_output}_operand"
+                node.replace_input_with(position, writer.dequantized_constant(base, q, scale, zero, None))
         for name, value in tensors.items():
-            if name in self.observers:
+            # A graph output nobody else reads stays float: a Q/DQ pair there would be dead, and a
+            # layer whose output feeds both a Q and the graph output cannot be fused by ONNX Runtime.
+            if name in self.observers and value.uses():
                 scale, zero = self.params(name)
                 writer.fake_quantize(value, scale, zero)
         for name, value in list(model.graph.initializers.items()):
@@ -220,6 +251,25 @@ class Quantizer:
         return corrected
 
 
+PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
+
+
+def _same_scale(graph: ir.Graph, quantized: set[str]) -> dict[str, str]:
+    """Quantized tensors made by a value-preserving op (MaxPool, Flatten, Reshape, ...) from another
+    quantized tensor take that tensor's scale: ONNX Runtime then drops the DQ -> op -> Q around the
+    op and runs it on the 8-bit values (its own quantizer shares the scale the same way)."""
+    result: dict[str, str] = {}
+    for node in graph:
+        out = node.outputs[0] if node.outputs else None
+        if out is None or out.name not in quantized or node.op_type not in PASS_THROUGH or not node.inputs:
+            continue
+        source = node.inputs[0].name
+        source = result.get(source, source)
+        if source in quantized:
+            result[out.name] = source
+    return result
+
+
 def _refusal(node: ir.Node) -> str | None:
     floats = [v for v in node.inputs if v is not None]
     if any(v.dtype not in (None, ir.DataType.FLOAT) for v in floats) or node.outputs[0].dtype not in (None, ir.DataType.FLOAT):
@@ -240,6 +290,14 @@ def _refusal(node: ir.Node) -> str | None:
             return "constant weight is not 2-D"
         if constant_array(node.inputs[0]) is not None:
             return "constant first operand"
+    elif node.op_type in ELEMENTWISE:
+        if all(constant_array(v) is not None for v in floats):
+            return "constant operands"
+        shape = node.outputs[0].shape
+        if shape is None or len(shape) != 4:
+            # Sequence arithmetic (transformer residuals, decomposed LayerNorm) feeds normalizations
+            # that amplify its rounding error; ONNX Runtime's gain is in convolutional networks.
+            return "not on a 4-D feature map"
     elif any(constant_array(v) is not None for v in floats):
         return "constant operand"
     if len(node.outputs) != 1:

@@ -146,7 +146,9 @@ class GraphWriter:
 
     def constant(self, base: str, array: np.ndarray) -> ir.Value:
         name = self.fresh(base)
-        array = np.ascontiguousarray(array)
+        # Not np.ascontiguousarray: it turns a 0-d scale into shape [1], and ONNX Runtime fuses
+        # Q/DQ pairs into QLinear ops (and drops Relu/Clip before a Q) only for scalar scales.
+        array = np.require(array, requirements="C")
         value = ir.Value(name=name, type=ir.TensorType(ir.DataType.from_numpy(array.dtype)), shape=ir.Shape(array.shape),
                          const_value=ir.tensor(array, name=name))
         self.graph.register_initializer(value)

@@ -3,6 +3,9 @@
 Rules:
 - ``layer_sensitivity``: for each layer alone, the output SQNR (dB) of the model with only that
   layer quantized (its inputs, weights and output), against the float model. Lower = more sensitive.
+- ``layer_drops``: the same ranking from ONE fully quantized model (cheap: one build, one run): the
+  relative noise a layer adds is its output's noise-to-signal ratio minus the worst of its inputs'
+  (ratios of independent errors add), reported as the dB of that added noise. Lower = more sensitive.
 - ``layer_errors``: the per-layer error view of the fully quantized model: SQNR and cosine of each
   layer's output against the same tensor in the float model (errors accumulate along the graph).
 - ``mixed_precision``: starting from every layer quantized, keeps layers in float, most sensitive
@@ -15,6 +18,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -26,6 +30,21 @@ from passes.quantize.planner import Quantizer
 
 def layer_sensitivity(quantizer: Quantizer, feeds: Sequence[dict[str, np.ndarray]]) -> dict[int, float]:
     return {layer.index: compare_models(quantizer.reference, quantizer.build([layer.index]), feeds)["sqnr_db"] for layer in quantizer.layers}
+
+
+def layer_drops(quantizer: Quantizer, feeds: Sequence[dict[str, np.ndarray]]) -> dict[int, float]:
+    quantized = quantizer.build()
+    names = list(dict.fromkeys(n for layer in quantizer.layers for n in (*layer.inputs, layer.raw_output)))
+    errors = compare_values(quantizer.reference, quantized, names, feeds)
+
+    def noise(name: str) -> float:
+        return 10.0 ** (-errors[name]["sqnr_db"] / 10.0) if name in errors else 0.0
+
+    scores = {}
+    for layer in quantizer.layers:
+        added = noise(layer.raw_output) - max((noise(n) for n in layer.inputs), default=0.0)
+        scores[layer.index] = -10.0 * math.log10(max(added, 1e-20))
+    return scores
 
 
 def layer_errors(quantizer: Quantizer, quantized: ir.Model, feeds: Sequence[dict[str, np.ndarray]]) -> list[dict]:
