@@ -42,6 +42,13 @@ OURS = {
     "ours percentile": "quantize{calibrate=percentile}",
     "ours mse + bias corr.": "quantize{calibrate=mse,bias_correction=true}",
 }
+# The float-preserving rewrites before quantization, where they apply: CLE on the convolutional models
+# (ReLU6 rewritten exactly), SmoothQuant on the MatMul-heavy recognizer; dynamic quantization there too.
+EXTRA = {
+    "ours equalize + default": ("equalize{relu6=min},quantize", ("cls", "det", "mobilenetv2", "resnet50")),
+    "ours smoothquant + default": ("smoothquant,quantize", ("rec",)),
+    "ours dynamic (no calibration)": ("quantize-dynamic", ("rec",)),
+}
 # Mixed precision costs one build + evaluation per layer (sensitivity): run on the small OCR models.
 BUDGET = {"ours, 15 dB budget": "quantize{fidelity_budget=15}"}
 BUDGET_MODELS = ("rec", "cls")
@@ -216,7 +223,8 @@ def bench_int8(model_key: str, folder: Path, n_det: int, with_nncf: bool, with_b
     feed = calibration_feeds(model_key, 1)[0]
     rows = [{"method": "float", **quality(model_key, source, source, n_det), "bytes": source.stat().st_size, "seconds": 0.0, "peak_mb": None}]
     paths = {"float": source}
-    ours = {**OURS, **(BUDGET if with_budget and model_key in BUDGET_MODELS else {})}
+    ours = {**OURS, **{name: pipe for name, (pipe, models) in EXTRA.items() if model_key in models}}
+    ours.update(BUDGET if with_budget and model_key in BUDGET_MODELS else {})
     jobs = [(name, {"kind": "ours", "pipeline": pipe, "source": str(source)}) for name, pipe in ours.items()]
     jobs += [(f"ORT {m}", {"kind": "ort", "method": m, "source": str(source17)}) for m in ORT_METHODS]
     if with_nncf:
@@ -254,6 +262,9 @@ def bench_low_bit(model_key: str, folder: Path, n_det: int) -> list[dict]:
         "cluster 32": "cluster{clusters=32}",
         "cluster 64": "cluster{clusters=64}",
         "cluster 16 per channel": "cluster{clusters=16,per_channel=true}",
+        "binary (experimental)": "quantize-weights{bits=1}",
+        "ternary TWN (experimental)": "quantize-weights{bits=2,twn=true}",
+        "prune 30% MACs + cluster 16 per channel": "prune{macs=0.3,importance=activation},cluster{clusters=16,per_channel=true}",
     }
     samples = 8 if model_key == "det" else 32
     rows = []
