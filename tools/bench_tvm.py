@@ -76,6 +76,9 @@ def tvm_row(label, model, shapes, out, repeat, reference, feeds, **tuning):
     start = time.perf_counter()
     result = compile_model(model, "llvm", out, input_shapes=shapes, name=label, check=False, measure_repeat=repeat, **tuning)
     wall = time.perf_counter() - start
+    # ONNX Runtime again right after TVM's measurement, so each ratio compares the two under the
+    # same machine conditions (the machine may be shared).
+    ort_ms = ort_latency(model, feeds, repeat)
     import tvm  # noqa: PLC0415
 
     from backends.tvm_build import run_library  # noqa: PLC0415
@@ -86,6 +89,7 @@ def tvm_row(label, model, shapes, out, repeat, reference, feeds, **tuning):
     return {
         "label": label,
         "latency": result.latency.median_ms,
+        "ort": ort_ms,
         "wall": wall,
         "tune_seconds": tuned.seconds if tuned else 0.0,
         "trials": tuned.trials if tuned else 0,
@@ -134,22 +138,24 @@ def write(path: Path, sections, budgets, repeat, seconds) -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; Python {platform.python_version()}; "
         + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
         f"Written by `tools/bench_tvm.py` in one run of {seconds / 60:.1f} min. Latency: median of {repeat} runs "
-        "(untuned: fewer) after a warm-up, one random input, all cores for both. Each budget tunes into a fresh "
+        "(untuned: fewer) after a warm-up, one random input, all cores for both; ONNX Runtime is measured again right after each TVM library and the ratio uses that measurement. Candidates are built in-process and measured by MetaSchedule's local runner. Each budget tunes into a fresh "
         "database; the `-again` row runs the last budget again on that database: tasks with records come from it, the budget goes to the others (incremental tuning). Error: max |TVM - ORT| / output magnitude.",
         "",
     ]
     for name, shapes, ort_ms, rows in sections:
         shape = "1x3x224x224" if shapes is None else "x".join(map(str, shapes["x"]))
-        lines += [f"### {name} ({shape}{', ' + FOLDED[name] if name in FOLDED else ''})", "", "| build | latency ms | vs ORT | tuning s | trials | tasks | build wall s | rel error |", "|---|---|---|---|---|---|---|---|"]
-        lines.append(f"| ONNX Runtime | {ort_ms:.2f} | 1.00x | - | - | - | - | - |")
+        lines += [f"### {name} ({shape}{', ' + FOLDED[name] if name in FOLDED else ''})", "",
+                  "| build | latency ms | ORT ms (measured right after) | vs ORT | tuning s | trials | tasks | build wall s | rel error |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        lines.append(f"| ONNX Runtime (first) | {ort_ms:.2f} | - | 1.00x | - | - | - | - | - |")
         for row in rows:
             lines.append(
-                f"| TVM {row['label']} | {row['latency']:.2f} | {row['latency'] / ort_ms:.2f}x | {row['tune_seconds']:.0f} | "
+                f"| TVM {row['label']} | {row['latency']:.2f} | {row['ort']:.2f} | {row['latency'] / row['ort']:.2f}x | {row['tune_seconds']:.0f} | "
                 f"{row['trials']} | {row['tasks']} | {row['wall']:.0f} | {row['error']:.1e} |"
             )
-        best = min(row["latency"] for row in rows)
-        verdict = "met" if best <= 1.5 * ort_ms else "not met"
-        lines += ["", f"Target (tuned within 1.5x of ONNX Runtime): {verdict}; best TVM {best / ort_ms:.2f}x.", ""]
+        best = min(row["latency"] / row["ort"] for row in rows)
+        verdict = "met" if best <= 1.5 else "not met"
+        lines += ["", f"Target (tuned within 1.5x of ONNX Runtime): {verdict}; best TVM {best:.2f}x ONNX Runtime's latency.", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
