@@ -163,7 +163,7 @@ def run_targets(args) -> int:
     if args.json:
         print_json([dataclasses.asdict(row) for row in rows])
     else:
-        console.print(format_targets(rows), markup=False, highlight=False)
+        console.print(format_targets(rows), markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
