@@ -11,7 +11,10 @@ Rules:
 - The database is a MetaSchedule JSON database in ``database`` (created when missing). Without one,
   a temporary folder is used and dropped after the build.
 - Each batch measures the budget divided by the number of tasks (8 to 64 candidates), so that a
-  small budget still reaches most tasks rather than spending itself on the first.
+  small budget still reaches most tasks rather than spending itself on the first; a small budget
+  also gets a smaller evolutionary search per batch (``_search_strategy``).
+- Candidates are built in this process (``_in_process_builder``) and measured by MetaSchedule's
+  local runner, or on the remote device.
 - ``progress(done, total)`` is called after every measured batch (``total`` is the trial budget).
 - Measurement runs locally in MetaSchedule's worker processes, or on a remote device through an RPC
   tracker (``RemoteDevice`` with a ``key``); cross targets need the remote device.
@@ -81,7 +84,8 @@ def _tune(
     ms: Any, tasks: list[Any], target: Any, folder: Path, database: Any, tuning: TuningRequest,
     remote: RemoteDevice | None, export: Any,
 ) -> int:  # fmt: skip
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(tasks, work_dir=str(folder), seed=0)
+    strategy = _search_strategy(ms, tuning.trials, len(tasks))
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(tasks, work_dir=str(folder), strategy=strategy, seed=0)
     counter = _ProgressCallback(ms, tuning.trials, tuning.progress)
     builder = _in_process_builder(ms, export)
     runner: Any = "local"
@@ -108,6 +112,19 @@ def _tune(
     except Exception as exc:
         raise BackendError(f"MetaSchedule tuning failed: {_first_line(exc)}") from exc
     return counter.done
+
+
+def _search_strategy(ms: Any, trials: int, tasks: int) -> Any:
+    """MetaSchedule's evolutionary search, its effort scaled to the trials each task will get.
+
+    The default search evolves 512 candidates for 4 generations with the cost model before each batch
+    it measures: right when a task gets hundreds of trials, but on 2 cores it costs about a minute
+    per batch, so a small budget (a few batches per task) spent most of its time searching rather
+    than measuring. Up to 32 trials per task the population is 128 and it evolves 2 generations.
+    """
+    if trials >= 32 * max(tasks, 1):
+        return "evolutionary"
+    return ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=32, genetic_num_iters=2)
 
 
 def _in_process_builder(ms: Any, export: Any) -> Any:

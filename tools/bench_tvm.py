@@ -7,7 +7,8 @@ library's latency and its agreement with ONNX Runtime. Then the largest budget i
 its database: tasks already recorded come from it and the budget goes to the others. Latency: median of --repeat runs after one
 warm-up, same random input, this machine, same thread count. Writes docs/bench_tvm.md.
 
-Usage: python tools/bench_tvm.py [--budgets 32,160] [--models resnet50,ppocr-det] [--repeat 20]
+Usage: python tools/bench_tvm.py [--budgets 64,256 | --budgets resnet50=64,256 --budgets ppocr-det=128,512]
+       [--models resnet50,ppocr-det] [--repeat 20]
 """
 
 from __future__ import annotations
@@ -101,12 +102,12 @@ def tvm_row(label, model, shapes, out, repeat, reference, feeds, **tuning):
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--budgets", default="32,160")
+    parser.add_argument("--budgets", action="append", default=[], help="trial budgets: '64,256' for every model, or 'MODEL=64,256' (repeatable)")
     parser.add_argument("--models", default="ppocr-det,resnet50")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench_tvm.md"))
     args = parser.parse_args()
-    budgets = [int(b) for b in args.budgets.split(",")]
+    budgets_for = budget_table(args.budgets or ["64,256"])
     started = time.perf_counter()
     sections = []
     for name in args.models.split(","):
@@ -115,6 +116,7 @@ def main() -> int:
         reference = runtime.run(model, feeds)
         ort_ms = ort_latency(model, feeds, args.repeat)
         rows = []
+        budgets = budgets_for.get(name, budgets_for.get("*", []))
         with tempfile.TemporaryDirectory() as scratch:
             rows.append(tvm_row("untuned", model, shapes, scratch, max(3, args.repeat // 4), reference, feeds))
             for budget in budgets:
@@ -125,12 +127,21 @@ def main() -> int:
             rows.append(tvm_row(f"tuned-{budgets[-1]}-again", model, shapes, scratch, args.repeat, reference, feeds, tune_trials=budgets[-1], tune_db=db))
         sections.append((name, shapes, ort_ms, rows))
         print(name, ort_ms, rows, flush=True)
-        write(Path(args.out), sections, budgets, args.repeat, time.perf_counter() - started)  # partial results survive
-    write(Path(args.out), sections, budgets, args.repeat, time.perf_counter() - started)
+        write(Path(args.out), sections, args.repeat, time.perf_counter() - started)  # partial results survive
+    write(Path(args.out), sections, args.repeat, time.perf_counter() - started)
     return 0
 
 
-def write(path: Path, sections, budgets, repeat, seconds) -> None:
+def budget_table(specs: list[str]) -> dict[str, list[int]]:
+    """{'*': [64, 256]} from '64,256'; {'resnet50': [...]} from 'resnet50=...'."""
+    table = {}
+    for spec in specs:
+        model, _, numbers = spec.rpartition("=")
+        table[model or "*"] = [int(b) for b in numbers.split(",")]
+    return table
+
+
+def write(path: Path, sections, repeat, seconds) -> None:
     versions = {p: metadata.version(p) for p in ("apache-tvm", "apache-tvm-ffi", "onnxruntime", "xgboost-cpu")}
     lines = [
         "## TVM: ONNX Runtime vs untuned vs MetaSchedule-tuned (CPU)",
