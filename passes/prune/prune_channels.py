@@ -13,7 +13,9 @@ Rules:
   touching matching layers whole.
 - ``reconstruct=true`` refits every Conv/Gemm/MatMul whose input lost channels by regularized least
   squares on calibration data, so that its outputs match the original model's
-  (``passes.prune.reconstruct``). ``activation``, ``reconstruction`` and ``reconstruct=true`` need
+  (``passes.prune.reconstruct``). Every 4th calibration feed is held out per layer to choose the
+  ridge (``ridge`` times 1 to 1e6); a layer whose refit does not lower the error on those feeds keeps
+  its pruned weights (``self.report["refit"]`` lists each layer's errors). ``activation``, ``reconstruction`` and ``reconstruct=true`` need
   calibration data; without any, generated inputs are used and a note says so.
 - The first ``calib`` calibration feeds drive importance and reconstruction; the next ``holdout``
   feeds (when there are any) measure the output error against the unpruned model: SQNR, cosine and
@@ -114,6 +116,9 @@ class PruneChannelsPass(Pass):
             self.stats["layers refit"] = result.layers
             if result.skipped:
                 self.stats["layers not refit: fewer calibration rows than features"] = result.skipped
+            if result.rejected:
+                self.stats["layers not refit: no lower error on held-out calibration feeds"] = result.rejected
+            self.report["refit"] = result.layer_reports
         if holdout:
             self._measure(original, model, holdout)
         return PassResult(model, modified=True)
