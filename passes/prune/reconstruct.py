@@ -167,6 +167,7 @@ class RefitResult:
     # Per layer: name, rows, features, chosen ridge (None: rejected) and the relative held-out error
     # ``||X'W - Y|| / ||Y||`` unrefit, refit with ``ridge`` and refit with the chosen ridge.
     layer_reports: list[dict] = dataclasses.field(default_factory=list)
+    written: list[ir.Node] = dataclasses.field(default_factory=list)  # the nodes given new weights
 
 
 # Ridge candidates, as multiples of the ``ridge`` option, tried against held-out feeds.
@@ -205,6 +206,7 @@ def refit_layers(
     rng = np.random.default_rng(seed)
     total_rows = skipped = rejected = 0
     reports: list[dict] = []
+    written: list[ir.Node] = []
     for part in independent_chunks(nodes, chunk):
         inputs = [n.inputs[0].name for n in part]
         outputs = [n.outputs[0].name for n in part]
@@ -254,8 +256,9 @@ def refit_layers(
             report["ridge"] = chosen
             solution = system.solve(chosen, bias_column, prior)
             write_layer(node, solution[: features - len(bias_column)].T, solution[-1] if bias_column else None)
+            written.append(node)
             total_rows += system.rows
-    return RefitResult(len(nodes) - skipped - rejected, total_rows, skipped, rejected, reports)
+    return RefitResult(len(nodes) - skipped - rejected, total_rows, skipped, rejected, reports, written)
 
 
 def truncated_session(model: ir.Model, names: Sequence[str]):

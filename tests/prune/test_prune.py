@@ -144,6 +144,22 @@ def test_reconstruction_with_few_rows_per_feature_does_not_raise_the_held_out_er
         assert layer["best"] <= layer["unrefit"]
 
 
+def test_a_refit_that_raises_the_output_error_on_held_out_feeds_is_discarded(monkeypatch):
+    import passes.prune.prune_channels as prune_channels
+
+    feeds = correlated_feeds(8, seed=2)
+    unrefit = chain_model()
+    run_prune(unrefit, feeds, ratio=0.5, uniform="true", reconstruct="false", calib=8, holdout=0, round=1)
+    checks = iter([{"sqnr_db": 5.0}, {"sqnr_db": 4.0}])  # unrefit, then refit: the refit looks worse
+    monkeypatch.setattr(prune_channels, "measure_fidelity", lambda *args: next(checks))
+    model = chain_model()
+    pass_, _ = run_prune(model, feeds, ratio=0.5, uniform="true", reconstruct="true", calib=8, holdout=0, round=1)
+    assert pass_.stats["refits discarded: higher output error on held-out calibration feeds"] == 1
+    assert pass_.stats["layers refit"] == 0
+    for feed in feeds:
+        assert runtime.compare(runtime.run(unrefit, feed), runtime.run(model, feed))["max_abs"] == 0.0
+
+
 @pytest.mark.parametrize("importance", ["l1", "l2", "bn", "activation", "reconstruction"])
 def test_macs_target_is_met_on_resnet18(importance):
     model = builders.build("resnet18", image_size=64)
