@@ -15,9 +15,11 @@ Rules:
   squares on calibration data, so that its outputs match the original model's
   (``passes.prune.reconstruct``). Every 4th calibration feed is held out per layer to choose the
   ridge (``ridge`` times 1 to 1e6); a layer whose refit does not lower the error on those feeds keeps
-  its pruned weights (``self.report["refit"]`` lists each layer's errors), and the whole refit is
-  discarded when the model's output SQNR on those feeds is lower with it than without. ``activation``, ``reconstruction`` and ``reconstruct=true`` need
-  calibration data; without any, generated inputs are used and a note says so.
+  its pruned weights (``self.report["refit"]`` lists each layer's errors). The final fit uses all
+  feeds, and the whole refit is discarded when the model's output SQNR on the held-out feeds is
+  still lower with it than without (a check biased towards the refit, so a discard is certain).
+  ``activation``, ``reconstruction`` and ``reconstruct=true`` need calibration data; without any,
+  generated inputs are used and a note says so.
 - The first ``calib`` calibration feeds drive importance and reconstruction; the next ``holdout``
   feeds (when there are any) measure the output error against the unpruned model: SQNR, cosine and
   top-1 agreement (2-D outputs) go to the notes and ``self.fidelity``.
