@@ -17,7 +17,7 @@ Rules:
   ridge (``ridge`` times 1 to 1e6); a layer whose refit does not lower the error on those feeds keeps
   its pruned weights (``self.report["refit"]`` lists each layer's errors). The final fit uses all
   feeds, and the whole refit is discarded when the model's output SQNR on the held-out feeds is
-  still lower with it than without (a check biased towards the refit, so a discard is certain).
+  still lower with it than without (a check biased towards the refit: a discard is a reliable signal).
   ``activation``, ``reconstruction`` and ``reconstruct=true`` need calibration data; without any,
   generated inputs are used and a note says so.
 - The first ``calib`` calibration feeds drive importance and reconstruction; the next ``holdout``
