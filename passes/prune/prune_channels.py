@@ -13,8 +13,13 @@ Rules:
   touching matching layers whole.
 - ``reconstruct=true`` refits every Conv/Gemm/MatMul whose input lost channels by regularized least
   squares on calibration data, so that its outputs match the original model's
-  (``passes.prune.reconstruct``). ``activation``, ``reconstruction`` and ``reconstruct=true`` need
-  calibration data; without any, generated inputs are used and a note says so.
+  (``passes.prune.reconstruct``). Every 4th calibration feed is held out per layer to choose the
+  ridge (``ridge`` times 1 to 1e6); a layer whose refit does not lower the error on those feeds keeps
+  its pruned weights (``self.report["refit"]`` lists each layer's errors). The final fit uses all
+  feeds, and the whole refit is discarded when the model's output SQNR on the held-out feeds is
+  still lower with it than without (a check biased towards the refit: a discard is a reliable signal).
+  ``activation``, ``reconstruction`` and ``reconstruct=true`` need calibration data; without any,
+  generated inputs are used and a note says so.
 - The first ``calib`` calibration feeds drive importance and reconstruction; the next ``holdout``
   feeds (when there are any) measure the output error against the unpruned model: SQNR, cosine and
   top-1 agreement (2-D outputs) go to the notes and ``self.fidelity``.
@@ -37,10 +42,11 @@ from ir.errors import UsageError
 from passes.base import Pass, PassResult, register
 from passes.prune import importance as imp
 from passes.prune.apply import remove_channels
-from passes.prune.reconstruct import refit_layers
+from passes.prune.reconstruct import bias_of, flat_weight, has_bias_input, refit_layers, write_layer
 from passes.prune.selection import CostModel, select
 
 Importance = Literal["l1", "l2", "bn", "activation", "reconstruction"]
+VALIDATE_EVERY = 4  # every 4th calibration feed is held out to check the refit
 
 
 def _fraction(value: float) -> bool:
@@ -110,10 +116,7 @@ class PruneChannelsPass(Pass):
         self.stats["channels removed"] = removed
         self.stats["groups pruned"] = len(keep)
         if opts.reconstruct:
-            result = refit_layers(original, model, list(consumers), feeds, ridge=opts.ridge, kept_outputs=kept_outputs)
-            self.stats["layers refit"] = result.layers
-            if result.skipped:
-                self.stats["layers not refit: fewer calibration rows than features"] = result.skipped
+            self._reconstruct(original, model, consumers, feeds, kept_outputs)
         if holdout:
             self._measure(original, model, holdout)
         return PassResult(model, modified=True)
@@ -194,6 +197,40 @@ class PruneChannelsPass(Pass):
                        "params_before": cost.params, "params_after": int(params_after)}
         self.stats["macs before"], self.stats["macs after"] = cost.macs, int(macs_after)
         self.stats["params before"], self.stats["params after"] = cost.params, int(params_after)
+
+    def _reconstruct(self, original, model, consumers, feeds, kept_outputs) -> None:
+        """Refit a copy; keep its weights unless its output error on the feeds that the refit held out
+        per layer is higher than the unrefit model's (each layer can improve on its own held-out rows
+        while the whole network gets worse: random-weight ResNet-50 at 128, SQNR 3.96 -> 3.27 dB)."""
+        check = feeds[VALIDATE_EVERY - 1 :: VALIDATE_EVERY]
+        candidate = io.copy_model(model) if check else model
+        nodes, twins = list(model.graph), list(candidate.graph)
+        position = {node: i for i, node in enumerate(nodes)}
+        twin = {node: twins[position[node]] for node in consumers}
+        result = refit_layers(original, candidate, [twin[n] for n in consumers], feeds, ridge=self.options.ridge,
+                              kept_outputs={twin[n]: v for n, v in kept_outputs.items() if n in twin},
+                              validate_every=VALIDATE_EVERY)
+        self.report["refit"] = result.layer_reports
+        if result.skipped:
+            self.stats["layers not refit: fewer calibration rows than features"] = result.skipped
+        if result.rejected:
+            self.stats["layers not refit: no lower error on held-out calibration feeds"] = result.rejected
+        if candidate is not model and result.written:
+            unrefit = measure_fidelity(original, model, check)["sqnr_db"]
+            refit = measure_fidelity(original, candidate, check)["sqnr_db"]
+            self.report["refit_check"] = {"feeds": len(check), "sqnr_db_unrefit": unrefit, "sqnr_db_refit": refit}
+            if refit < unrefit:
+                self.note(f"refit discarded: output SQNR on {len(check)} held-out calibration feeds "
+                          f"{refit:.2f} dB < {unrefit:.2f} dB without it")
+                self.stats["refits discarded: higher output error on held-out calibration feeds"] += 1
+                self.stats["layers refit"] = 0
+                return
+            back = {twins[i]: node for i, node in enumerate(nodes)}
+            for done in result.written:
+                weight = flat_weight(done)
+                bias = bias_of(done, weight.shape[0]) if has_bias_input(done) else None
+                write_layer(back[done], weight, bias)
+        self.stats["layers refit"] = result.layers
 
     def _measure(self, original, model, holdout) -> None:
         self.fidelity = measure_fidelity(original, model, holdout)

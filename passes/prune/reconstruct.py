@@ -36,6 +36,7 @@ class NormalEquations:
     def __init__(self, features: int, targets: int):
         self.xtx = np.zeros((features, features))
         self.xty = np.zeros((features, targets))
+        self.yty = 0.0  # sum of squared targets: with it, ``error`` needs no data
         self.rows = 0
 
     def add(self, x: np.ndarray, y: np.ndarray | None = None) -> None:
@@ -43,18 +44,35 @@ class NormalEquations:
         x = x.astype(np.float32, copy=False)
         self.xtx += (x.T @ x).astype(np.float64)
         if y is not None:
-            self.xty += (x.T @ y.astype(np.float32, copy=False)).astype(np.float64)
+            y = y.astype(np.float32, copy=False)
+            self.xty += (x.T @ y).astype(np.float64)
+            self.yty += float(np.sum(np.square(y, dtype=np.float64)))
         self.rows += x.shape[0]
+
+    def __iadd__(self, other: NormalEquations) -> NormalEquations:
+        self.xtx += other.xtx
+        self.xty += other.xty
+        self.yty += other.yty
+        self.rows += other.rows
+        return self
+
+    def error(self, w: np.ndarray) -> float:
+        """``||X W - Y||^2`` over the accumulated rows."""
+        return float(np.sum(w * (self.xtx @ w)) - 2 * np.sum(w * self.xty) + self.yty)
+
+    def penalty(self, ridge: float, unregularized: Sequence[int] = ()) -> np.ndarray:
+        features = self.xtx.shape[0]
+        scale = np.trace(self.xtx) / max(features, 1) or 1.0
+        penalty = np.full(features, ridge * scale)
+        penalty[list(unregularized)] = ridge * scale * 1e-6  # the bias column stays (nearly) free
+        return penalty
 
     def solve(self, ridge: float = 1e-4, unregularized: Sequence[int] = (), prior: np.ndarray | None = None) -> np.ndarray:
         """``argmin ||X W - Y||^2 + r ||W - prior||^2`` with ``r = ridge * trace(X^T X) / features``.
 
         ``prior`` (features x targets, default zero) is where the solution stays in directions the
         data do not determine: for a pruned layer, its remaining original weights."""
-        features = self.xtx.shape[0]
-        scale = np.trace(self.xtx) / max(features, 1) or 1.0
-        penalty = np.full(features, ridge * scale)
-        penalty[list(unregularized)] = ridge * scale * 1e-6  # the bias column stays (nearly) free
+        penalty = self.penalty(ridge, unregularized)
         lhs = self.xtx + np.diag(penalty)
         rhs = self.xty if prior is None else self.xty + penalty[:, None] * prior
         try:
@@ -145,6 +163,15 @@ class RefitResult:
     layers: int
     rows: int
     skipped: int = 0  # layers with fewer calibration rows than features: left as they were
+    rejected: int = 0  # layers whose refit did not lower the error on held-out feeds: left as they were
+    # Per layer: name, rows, features, chosen ridge (None: rejected) and the relative held-out error
+    # ``||X'W - Y|| / ||Y||`` unrefit, refit with ``ridge`` and refit with the chosen ridge.
+    layer_reports: list[dict] = dataclasses.field(default_factory=list)
+    written: list[ir.Node] = dataclasses.field(default_factory=list)  # the nodes given new weights
+
+
+# Ridge candidates, as multiples of the ``ridge`` option, tried against held-out feeds.
+RIDGE_STEPS = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 
 
 def refit_layers(
@@ -157,22 +184,37 @@ def refit_layers(
     chunk: int = 8,
     seed: int = 0,
     kept_outputs: dict[ir.Node, np.ndarray] | None = None,
+    validate_every: int = 4,
 ) -> RefitResult:
     """Refit each node of ``model`` (by output name, the same value in ``reference``) so that its
     outputs on ``feeds`` match ``reference``'s. ``kept_outputs[node]``: the reference's output
     channels the node still has (when its own outputs were pruned too). Nodes are processed in
-    ``model``'s graph order."""
+    ``model``'s graph order.
+
+    With at least ``validate_every`` feeds, every ``validate_every``-th feed is held out per layer:
+    the ridge is chosen among ``ridge * RIDGE_STEPS`` by the error on the held-out feeds (rows of one
+    image are correlated, so whole feeds are held out), and a layer whose best refit does not beat its
+    unrefit (pruned) weights there is left as it is. With few rows per feature a least-squares fit
+    memorizes the calibration feeds: on the random-weight MobileNetV2 at 224 (784 rows for 409-745
+    features in the 7x7 stages) the refit weights came out 3.5-4.5x larger than the originals and the
+    held-out output error grew 10 dB. The final fit uses all feeds."""
     kept_outputs = kept_outputs or {}
     feeds = list(feeds)
+    validate = validate_every >= 2 and len(feeds) >= validate_every
     order = {node: i for i, node in enumerate(model.graph)}
     nodes = sorted((n for n in nodes if is_refittable(n)), key=order.__getitem__)
     rng = np.random.default_rng(seed)
-    total_rows = skipped = 0
+    total_rows = skipped = rejected = 0
+    reports: list[dict] = []
+    written: list[ir.Node] = []
     for part in independent_chunks(nodes, chunk):
         inputs = [n.inputs[0].name for n in part]
         outputs = [n.outputs[0].name for n in part]
         systems: dict[ir.Node, NormalEquations] = {}
-        for got, want in zip(capture_values(model, inputs, feeds), capture_values(reference, outputs, feeds)):
+        held: dict[ir.Node, NormalEquations] = {}
+        captured = zip(capture_values(model, inputs, feeds), capture_values(reference, outputs, feeds))
+        for index, (got, want) in enumerate(captured):
+            bucket = held if validate and index % validate_every == validate_every - 1 else systems
             for node in part:
                 x = layer_rows(node, got[node.inputs[0].name])
                 y = output_rows(node, want[node.outputs[0].name])
@@ -183,19 +225,40 @@ def refit_layers(
                     x, y = x[pick], y[pick]
                 if has_bias_input(node):
                     x = np.concatenate([x, np.ones((x.shape[0], 1), x.dtype)], axis=1)
-                system = systems.setdefault(node, NormalEquations(x.shape[1], y.shape[1]))
+                system = bucket.setdefault(node, NormalEquations(x.shape[1], y.shape[1]))
                 system.add(x, y)
         for node, system in systems.items():
-            if system.rows < system.xtx.shape[0]:
+            features = system.xtx.shape[0]
+            holdout = held.get(node)
+            rows = system.rows + (holdout.rows if holdout is not None else 0)
+            report = {"layer": node.name or node.outputs[0].name, "rows": rows, "features": features}
+            reports.append(report)
+            if rows < features:
                 skipped += 1  # underdetermined: a fit would memorize the calibration samples
                 continue
-            bias_column = [system.xtx.shape[0] - 1] if has_bias_input(node) else []
+            bias_column = [features - 1] if has_bias_input(node) else []
             weight = flat_weight(node)
             prior = weight.T if not bias_column else np.concatenate([weight.T, bias_of(node, weight.shape[0])[None, :]])
-            solution = system.solve(ridge, bias_column, prior)
-            write_layer(node, solution[: system.xtx.shape[0] - len(bias_column)].T, solution[-1] if bias_column else None)
+            chosen = ridge
+            if holdout is not None:
+                relative = lambda w: float(np.sqrt(max(holdout.error(w), 0.0) / max(holdout.yty, 1e-300)))  # noqa: E731
+                candidates = list(dict.fromkeys(ridge * step if ridge > 0 else 1e-3 * step / 10 for step in RIDGE_STEPS))
+                if ridge == 0:
+                    candidates.insert(0, 0.0)
+                errors = {r: relative(system.solve(r, bias_column, prior)) for r in candidates}
+                chosen = min(errors, key=errors.__getitem__)
+                report.update(unrefit=relative(prior), refit=errors[candidates[0]], best=errors[chosen])
+                if errors[chosen] >= report["unrefit"]:
+                    report["ridge"] = None
+                    rejected += 1
+                    continue
+                system += holdout
+            report["ridge"] = chosen
+            solution = system.solve(chosen, bias_column, prior)
+            write_layer(node, solution[: features - len(bias_column)].T, solution[-1] if bias_column else None)
+            written.append(node)
             total_rows += system.rows
-    return RefitResult(len(nodes) - skipped, total_rows, skipped)
+    return RefitResult(len(nodes) - skipped - rejected, total_rows, skipped, rejected, reports, written)
 
 
 def truncated_session(model: ir.Model, names: Sequence[str]):
