@@ -213,7 +213,7 @@ def render(rows: list[dict], args) -> str:
         lat_cut = 1 - row["latency_ms"] / row["base_latency_ms"]
         acc = f"{row['accuracy']:.3f}" if row["accuracy"] is not None else "-"
         top1 = f"{row['top1_agreement']:.2f}" if "top1_agreement" in row else "-"
-        ratio = f"{lat_cut / mac_cut:.2f}" if mac_cut > 0 else "-"
+        ratio = f"{lat_cut / mac_cut:.2f}" if mac_cut >= 0.05 else "-"  # meaningless for tiny MAC cuts
         sqnr = f"{row['sqnr_db']:.1f}" if "sqnr_db" in row else "-"
         cosine = f"{row['cosine']:.4f}" if "cosine" in row else "-"
         lines.append(
