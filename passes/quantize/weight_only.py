@@ -14,6 +14,11 @@ Rules:
 - ``rounding=gptq`` rounds with GPTQ (``gptq``) from each layer's input second moment ``X^T X``,
   gathered on calibration data from the float model (streamed; at most 4096 rows per feed);
   grouped Conv layers fall back to round-to-nearest. ``rounding=nearest`` needs no data.
+- ``format=matmulnbits``: each MatMul with a constant 2-D weight becomes one ONNX Runtime
+  ``com.microsoft::MatMulNBits`` node holding the same 4-bit levels and scales (``matmulnbits``);
+  Conv, Gemm and ``bits`` other than 4 keep the DequantizeLinear form and the pass notes which and
+  why; the opset is raised to 21 only when some layer keeps that form. ``format=dequantize``
+  (default) is standard ONNX only.
 - The output error on calibration data is noted.
 """
 
@@ -30,7 +35,7 @@ from ir.errors import InvalidModelError, UsageError
 from passes.base import Pass, PassResult, register
 from passes.calibration import Calibration
 from passes.prune.reconstruct import flat_weight, layer_rows
-from passes.quantize import gptq, lowbit, qdq
+from passes.quantize import gptq, lowbit, matmulnbits, qdq
 from passes.quantize.qdq import constant_array
 
 MAX_ROWS = 4096
@@ -45,6 +50,8 @@ class WeightOnlyOptions:
     samples: int = dataclasses.field(default=16, metadata={"check": lambda v: v >= 1, "rule": ">= 1", "doc": "calibration feeds for GPTQ"})
     damp: float = dataclasses.field(default=0.01, metadata={"check": lambda v: 0 < v < 1, "rule": "in (0, 1)", "doc": "GPTQ dampening"})
     twn: bool = dataclasses.field(default=False, metadata={"doc": "bits=2 only: TWN ternary with per-channel scales"})
+    format: Literal["dequantize", "matmulnbits"] = dataclasses.field(default="dequantize", metadata={
+        "doc": "DequantizeLinear (standard ONNX) or ONNX Runtime's MatMulNBits for MatMul"})
 
     def __post_init__(self):
         if self.twn and self.bits != 2:
@@ -82,7 +89,7 @@ class QuantizeWeightsPass(Pass):
             return PassResult(model, modified=False)
         before = qdq.default_opset(model)
         try:
-            if qdq.raise_opset(model, 21):
+            if any(map(self._keeps_dequantize, _layers(model))) and qdq.raise_opset(model, 21):
                 self.note(f"opset raised from {before} to 21: block-wise int4 DequantizeLinear")
         except InvalidModelError as exc:
             self.note(f"not quantized: {exc}")
@@ -105,6 +112,10 @@ class QuantizeWeightsPass(Pass):
         fidelity = compare_models(reference, model, feeds[:4])
         self.note("error on %d calibration feeds: %s" % (len(feeds[:4]), ", ".join(f"{k} {v:.4g}" for k, v in fidelity.items())))
         return PassResult(model, modified=True)
+
+    def _keeps_dequantize(self, node: ir.Node) -> bool:
+        opts = self.options
+        return opts.format != "matmulnbits" or matmulnbits.unsupported(node, opts.bits, opts.per_channel_levels) is not None
 
     def _feeds(self, model: ir.Model) -> list:
         calibration = getattr(self.context, "calibration", None)
@@ -131,6 +142,15 @@ class QuantizeWeightsPass(Pass):
             q, scales = gptq.round_to_nearest(flat, opts.bits, opts.block_size)
             self.stats["layers rounded to nearest"] += 1
         base = node.inputs[1].name or f"{node.outputs[0].name}_weight"
+        self.stats["float bytes"] += weight.nbytes
+        if opts.format == "matmulnbits":
+            reason = matmulnbits.unsupported(node, opts.bits, opts.per_channel_levels)
+            if reason is None:  # same levels and scales, packed for ONNX Runtime
+                matmulnbits.replace(writer, node, q, scales, block_size, base)
+                self.stats["layers as MatMulNBits"] += 1
+                self.stats["quantized bytes"] += -(-q.shape[0] * scales.shape[1] * block_size // 2) + scales.size * 4
+                return
+            self.note(f"kept DequantizeLinear for {node.name or base}: {reason}")
         transposed = node.op_type == "MatMul" or (node.op_type == "Gemm" and not node.attributes.get_int("transB", 0))
         stored, scale, axis = (q.T, scales.T, 0) if transposed else (q, scales, 1)
         int4 = ir.tensor(np.ascontiguousarray(stored), dtype=ir.DataType.INT4)
@@ -142,7 +162,6 @@ class QuantizeWeightsPass(Pass):
             shape = writer.constant(f"{base}_shape", np.array(weight.shape, np.int64))
             value = writer.node("Reshape", [value, shape], base, ir.DataType.FLOAT, ir.Shape(weight.shape))
         node.replace_input_with(1, value)
-        self.stats["float bytes"] += weight.nbytes
         self.stats["quantized bytes"] += -(-stored.size // 2) + scale.size * 4
 
     @staticmethod
