@@ -18,8 +18,11 @@ import onnx_ir as ir
 from ir.errors import InvalidModelError
 
 
-def session(model: ir.Model | onnx.ModelProto | bytes, *, optimize: bool = False, threads: int = 0):
-    """An ONNX Runtime CPU session (imported here: commands that never run a model skip its import cost)."""
+def session(model: ir.Model | onnx.ModelProto | bytes, *, optimize: bool = False, threads: int = 0, spin: bool = True):
+    """An ONNX Runtime CPU session (imported here: commands that never run a model skip its import cost).
+
+    ``spin=False`` keeps idle intra-op threads from spinning: when several sessions are timed in turn,
+    a spinning idle session takes CPU from the one being timed."""
     import onnxruntime as ort
 
     if isinstance(model, ir.Model):
@@ -33,6 +36,8 @@ def session(model: ir.Model | onnx.ModelProto | bytes, *, optimize: bool = False
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types without a common base

@@ -67,7 +67,7 @@ def calibration(name: str, model, n: int):
 def timed_session(model, feed):
     from ir import runtime
 
-    sess = runtime.session(model, optimize=True, threads=2)
+    sess = runtime.session(model, optimize=True, threads=2, spin=False)
     names = [o.name for o in sess.get_outputs()]
     for _ in range(3):  # warm-up: first runs allocate and pick kernels
         sess.run(names, feed)
@@ -188,7 +188,7 @@ def render(rows: list[dict], args) -> str:
         "(residual blocks with the smallest ||f(x)||/||x|| removed). PP-OCR: constants folded first; calibration = "
         f"`ocr_data.calibration_arrays(task, n, seed=1)`, accuracy = `ocr_data.evaluate(task, n={args.n_eval}, seed=0)` "
         "(rec: character accuracy, det: F-score). Builders have random weights and generated calibration inputs: only "
-        "fidelity is meaningful there. Latency: ONNX Runtime CPU, all graph optimizations, 2 threads, batch 1, original "
+        "fidelity is meaningful there. Latency: ONNX Runtime CPU, all graph optimizations, 2 threads without spinning, batch 1, original "
         f"and pruned run alternately {args.repeats} times each, medians (`base ms` is the original measured next to "
         "that row). `lat/MAC` = (1 - latency ratio) / (1 - MAC ratio): the share of the MAC reduction that shows up "
         "as measured speed (target: at least 0.7).",

@@ -305,7 +305,7 @@ def bench_low_bit(model_key: str, folder: Path, n_det: int) -> list[dict]:
 
 
 def markdown(results: dict, meta: dict) -> str:
-    lines = ["# Quantization benchmark", "", f"Machine: {meta['machine']}; versions: {meta['versions']}.", "",
+    lines = ["## Quantization: our int8 against ONNX Runtime and NNCF; low-bit weights and clustering", "", f"Machine: {meta['machine']}; versions: {meta['versions']}.", "",
              "Accuracy: PP-OCR task metric on `ocr_data.evaluate` (seed 0; rec char accuracy, cls accuracy, det F-score), "
              "builders: top-1 agreement with the float model on 16 random images (SQNR in brackets). "
              "Calibration: seed 1 (32 samples; det 8; builders 16 random images). "
@@ -315,7 +315,7 @@ def markdown(results: dict, meta: dict) -> str:
         lines[-1:] = [f"Latency re-measured with `--retime` on {meta['retimed']} from the kept models, on the same machine while "
                       "nothing else ran (the quantizing run shared the machine with other benchmarks); every other column is from the quantizing run.", ""]
     for model_key, rows in results.get("int8", {}).items():
-        lines += [f"## int8: {model_key}", "", "| method | accuracy | latency ms | speed-up | size KB | quantize s | peak MB |", "|---|---|---|---|---|---|---|"]
+        lines += [f"### int8: {model_key}", "", "| method | accuracy | latency ms | speed-up | size KB | quantize s | peak MB |", "|---|---|---|---|---|---|---|"]
         base = rows[0]["latency_ms"]
         for row in rows:
             if "error" in row:
@@ -326,7 +326,7 @@ def markdown(results: dict, meta: dict) -> str:
             lines.append(f"| {row['method']} | {value} | {row['latency_ms']:.2f} | {base / row['latency_ms']:.2f}x | {row['bytes'] / 1024:.0f} | {row['seconds']:.1f} | {peak} |")
         lines.append("")
     for model_key, rows in results.get("low_bit", {}).items():
-        lines += [f"## low-bit weights and clustering: {model_key}", "", "| method | accuracy | size KB | zip KB | Huffman KB (weights) | float weights KB | time s |", "|---|---|---|---|---|---|---|"]
+        lines += [f"### low-bit weights and clustering: {model_key}", "", "| method | accuracy | size KB | zip KB | Huffman KB (weights) | float weights KB | time s |", "|---|---|---|---|---|---|---|"]
         for row in rows:
             if "error" in row:
                 lines.append(f"| {row['method']} | failed: {row['error']} | | | | | |")
