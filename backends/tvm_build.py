@@ -237,10 +237,18 @@ def _meta_schedule_quiet() -> Iterator[None]:
     logger = logging.getLogger("tvm.s_tir.meta_schedule")
     saved = logger.level
     logger.setLevel(logging.WARNING)
+    # MetaSchedule rebuilds its logging with dictConfig, naming every handler already on its logger;
+    # a handler someone else attached (unnamed, or not in its config) makes that fail. Detach those
+    # while tuning.
+    foreign = [h for h in logger.handlers if not (h.get_name() or "").startswith(logger.name + ".")]
+    for handler in foreign:
+        logger.removeHandler(handler)
     try:
         yield
     finally:
         logger.setLevel(saved)
+        for handler in foreign:
+            logger.addHandler(handler)
 
 
 def import_tvm() -> Any:
