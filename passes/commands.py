@@ -122,13 +122,11 @@ def _build_targets(model, targets: list[str], scratch: Path, out_dir: Path, opti
     from backends.report import build_for_targets, report_dict, TargetReport
     from backends.tvm_build import compile_model
 
-    with _tuning_progress(options) as options:
+    with _progress(options, f"compiling for {', '.join(targets)} with TVM") as options:
         if len(targets) == 1:
-            with console.status(f"compiling for {targets[0]} with TVM"):
-                reports = [TargetReport(targets[0], scratch, compile_model(model, targets[0], scratch, **options))]
+            reports = [TargetReport(targets[0], scratch, compile_model(model, targets[0], scratch, **options))]
         else:
-            with console.status(f"compiling for {len(targets)} targets with TVM"):
-                reports = build_for_targets(model, targets, scratch, **options)
+            reports = build_for_targets(model, targets, scratch, **options)
     moved = [report_dict(r) for r in reports]
     return [_relocated(entry, str(scratch), str(out_dir)) for entry in moved]
 
@@ -144,10 +142,12 @@ def _relocated(value, old: str, new: str):
 
 
 @contextlib.contextmanager
-def _tuning_progress(options: dict):
-    """A progress bar over the measured tuning trials, when tuning is asked for."""
+def _progress(options: dict, message: str):
+    """A progress bar over the measured tuning trials when tuning is asked for, else a spinner
+    (one live display at a time)."""
     if not options.get("tune_trials"):
-        yield options
+        with console.status(message):
+            yield options
         return
     from rich.progress import Progress
 
