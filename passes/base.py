@@ -51,6 +51,20 @@ class Pass(ir.passes.InPlacePass):
         if message not in self.notes:
             self.notes.append(message)
 
+    def calibration_feeds(self, model: ir.Model, n: int, *, generated: int = 4, warning: str | None = None) -> list[dict]:
+        """Up to ``n`` feeds of the run's calibration data (``context.calibration``); without any, up to
+        ``generated`` generated random inputs. ``warning`` is noted when the feeds are generated."""
+        from passes.calibration import Calibration  # noqa: PLC0415 - only data-aware passes need it
+
+        calibration = getattr(self.context, "calibration", None) if self.context is not None else None
+        feeds = calibration.take(n) if calibration is not None else []
+        if not feeds:
+            calibration = Calibration.generated_for(model, n=generated)
+            feeds = calibration.take(n)
+        if warning and calibration.generated:
+            self.note(warning)
+        return feeds
+
     def call(self, model: ir.Model) -> PassResult:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -142,15 +142,9 @@ class PruneChannelsPass(Pass):
         return groups
 
     def _feeds(self, model):
-        calibration = getattr(self.context, "calibration", None) if self.context is not None else None
-        needed = self.options.calib + self.options.holdout
-        if calibration is None:
-            from passes.calibration import Calibration
-
-            calibration = Calibration.generated_for(model, n=min(needed, 8))
-        if getattr(calibration, "generated", False) and (self.options.reconstruct or self.options.importance in ("activation", "reconstruction")):
-            self.note("calibration data are generated random inputs: importance and reconstruction do not reflect real data")
-        feeds = calibration.take(needed)
+        data_aware = self.options.reconstruct or self.options.importance in ("activation", "reconstruction")
+        warning = "calibration data are generated random inputs: importance and reconstruction do not reflect real data"
+        feeds = self.calibration_feeds(model, self.options.calib + self.options.holdout, generated=8, warning=warning if data_aware else None)
         if len(feeds) <= self.options.calib:
             return feeds, []
         return feeds[: self.options.calib], feeds[self.options.calib :]

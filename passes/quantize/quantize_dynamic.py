@@ -30,7 +30,6 @@ import onnx_ir as ir
 from ir import io
 from ir.errors import InvalidModelError
 from passes.base import Pass, PassResult, register
-from passes.calibration import Calibration
 from passes.quantize import qdq
 from passes.quantize.fidelity import compare_models
 from passes.quantize.qdq import constant_array
@@ -165,7 +164,7 @@ class QuantizeDynamicPass(Pass):
     def _report(self, reference: ir.Model, model: ir.Model) -> None:
         calibration = getattr(self.context, "calibration", None)
         generated = calibration is None or calibration.generated
-        feeds = (calibration.take(4) if calibration is not None else []) or Calibration.generated_for(model, n=2).take(2)
+        feeds = self.calibration_feeds(model, 4, generated=2)
         fidelity = compare_models(reference, model, feeds)
         self.fidelity = fidelity
         where = "generated random inputs" if generated else "calibration feeds"

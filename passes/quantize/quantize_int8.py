@@ -30,7 +30,6 @@ import onnx_ir as ir
 
 from ir.errors import InvalidModelError
 from passes.base import Pass, PassResult, register
-from passes.calibration import Calibration
 from passes.quantize import qdq, sensitivity
 from passes.quantize.fidelity import compare_models
 from passes.quantize.observers import METHODS
@@ -118,15 +117,9 @@ class QuantizePass(Pass):
         return PassResult(model, modified=True)
 
     def _feeds(self, model: ir.Model) -> list:
-        calibration = getattr(self.context, "calibration", None)
-        if calibration is None or getattr(calibration, "generated", False):
-            self.note("calibrated on generated random inputs: pass real data (--calib) for meaningful ranges")
-            calibration = calibration or Calibration.generated_for(model, n=4)
-        feeds = calibration.take(self.options.samples)
-        if not feeds:
-            calibration = Calibration.generated_for(model, n=4)
-            feeds = calibration.take(4)
-        return feeds
+        return self.calibration_feeds(
+            model, self.options.samples, warning="calibrated on generated random inputs: pass real data (--calib) for meaningful ranges"
+        )
 
     def _raise_opset(self, model: ir.Model) -> bool:
         before = qdq.default_opset(model)

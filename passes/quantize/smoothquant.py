@@ -28,7 +28,6 @@ import onnx_ir as ir
 
 from ir import activations
 from passes.base import Pass, PassResult, register
-from passes.calibration import Calibration
 from passes.quantize import qdq
 from passes.quantize.qdq import constant_array
 
@@ -104,11 +103,9 @@ class SmoothQuantPass(Pass):
         return PassResult(model, modified=any(self.stats.values()))
 
     def _activation_peaks(self, model: ir.Model, values: list[ir.Value]) -> dict[str, np.ndarray]:
-        calibration = getattr(self.context, "calibration", None)
-        if calibration is None or calibration.generated:
-            self.note("activation ranges from generated random inputs: pass real calibration data (--calib)")
-            calibration = calibration or Calibration.generated_for(model, n=4)
-        feeds = calibration.take(self.options.samples) or Calibration.generated_for(model, n=4).take(4)
+        feeds = self.calibration_feeds(
+            model, self.options.samples, warning="activation ranges from generated random inputs: pass real calibration data (--calib)"
+        )
         peaks: dict[str, np.ndarray] = {}
         names = [v.name for v in values]
         for arrays in activations.capture(model, names, feeds):

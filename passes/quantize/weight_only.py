@@ -33,7 +33,6 @@ import onnx_ir as ir
 from ir import activations, io
 from ir.errors import InvalidModelError, UsageError
 from passes.base import Pass, PassResult, register
-from passes.calibration import Calibration
 from passes.prune.reconstruct import flat_weight, layer_rows
 from passes.quantize import gptq, lowbit, matmulnbits, qdq
 from passes.quantize.qdq import constant_array
@@ -118,12 +117,8 @@ class QuantizeWeightsPass(Pass):
         return opts.format != "matmulnbits" or matmulnbits.unsupported(node, opts.bits, opts.per_channel_levels) is not None
 
     def _feeds(self, model: ir.Model) -> list:
-        calibration = getattr(self.context, "calibration", None)
-        if calibration is None or calibration.generated:
-            if self.options.rounding == "gptq":
-                self.note("GPTQ on generated random inputs: pass real calibration data for meaningful rounding")
-            calibration = calibration or Calibration.generated_for(model, n=4)
-        return calibration.take(self.options.samples) or Calibration.generated_for(model, n=4).take(4)
+        warning = "GPTQ on generated random inputs: pass real calibration data for meaningful rounding"
+        return self.calibration_feeds(model, self.options.samples, warning=warning if self.options.rounding == "gptq" else None)
 
     def _quantize(self, writer: qdq.GraphWriter, node: ir.Node, hessian: np.ndarray | None) -> None:
         opts = self.options
