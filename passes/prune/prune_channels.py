@@ -23,7 +23,8 @@ Rules:
 - The first ``calib`` calibration feeds drive importance and reconstruction; the next ``holdout``
   feeds (when there are any) measure the output error against the unpruned model: SQNR, cosine and
   top-1 agreement (2-D outputs) go to the notes and ``self.fidelity``.
-The pass is lossy. ``self.report`` lists each pruned group (channels before/after, layers, criterion)
+The pass is lossy; its intent (``passes.prune.intent``) is the original with the removed channels'
+consumer weights zeroed and the refitted weights substituted. ``self.report`` lists each pruned group (channels before/after, layers, criterion)
 and MACs/params before and after.
 """
 
@@ -42,6 +43,7 @@ from ir.errors import UsageError
 from passes.base import Pass, PassResult, register
 from passes.prune import importance as imp
 from passes.prune.apply import remove_channels
+from passes.prune.intent import PruneIntent, Refit
 from passes.prune.reconstruct import bias_of, flat_weight, has_bias_input, refit_layers, write_layer
 from passes.prune.selection import CostModel, select
 
@@ -88,9 +90,19 @@ class PruneChannelsPass(Pass):
         self.target = targets[0]
         self.report: dict = {}
         self.fidelity: dict = {}
+        self._intent: PruneIntent | None = None
+
+    def intent(self, original: ir.Model):
+        from passes.intent import Intent
+
+        if self._intent is None:
+            return None
+        refit = " and refitted weights substituted" if self._intent.refits else ""
+        return Intent(self._intent.build(original), f"original with removed channels' consumer weights zeroed{refit}")
 
     def call(self, model: ir.Model) -> PassResult:
         opts = self.options
+        self._intent = None
         analysis = channel_groups.analyze(model)
         groups = self._prunable(analysis)
         self.stats["groups"] = len([g for g in analysis.groups() if g.producers])
@@ -112,11 +124,15 @@ class PruneChannelsPass(Pass):
         consumers = {a.node for g in groups if g.id in keep for a in g.consumers}
         kept_outputs = {a.node: channel_groups.kept_indices(a.layout, keep, analysis.root)
                         for a in analysis.actions if a.kind == "output" and a.node in consumers}
+        self._intent = PruneIntent.record(model, analysis, keep)
+        positions = {node: i for i, node in enumerate(model.graph)}
         removed = remove_channels(model, analysis, keep)
         self.stats["channels removed"] = removed
         self.stats["groups pruned"] = len(keep)
         if opts.reconstruct:
-            self._reconstruct(original, model, consumers, feeds, kept_outputs)
+            for node in self._reconstruct(original, model, consumers, feeds, kept_outputs):
+                weight = flat_weight(node)
+                self._intent.refits[positions[node]] = Refit(weight, bias_of(node, weight.shape[0]) if has_bias_input(node) else None)
         if holdout:
             self._measure(original, model, holdout)
         return PassResult(model, modified=True)
@@ -192,8 +208,8 @@ class PruneChannelsPass(Pass):
         self.stats["macs before"], self.stats["macs after"] = cost.macs, int(macs_after)
         self.stats["params before"], self.stats["params after"] = cost.params, int(params_after)
 
-    def _reconstruct(self, original, model, consumers, feeds, kept_outputs) -> None:
-        """Refit a copy; keep its weights unless its output error on the feeds that the refit held out
+    def _reconstruct(self, original, model, consumers, feeds, kept_outputs) -> list:
+        """The nodes of ``model`` given refitted weights. Refit a copy; keep its weights unless its output error on the feeds that the refit held out
         per layer is higher than the unrefit model's (each layer can improve on its own held-out rows
         while the whole network gets worse: random-weight ResNet-50 at 128, SQNR 3.96 -> 3.27 dB)."""
         check = feeds[VALIDATE_EVERY - 1 :: VALIDATE_EVERY]
@@ -218,13 +234,16 @@ class PruneChannelsPass(Pass):
                           f"{refit:.2f} dB < {unrefit:.2f} dB without it")
                 self.stats["refits discarded: higher output error on held-out calibration feeds"] += 1
                 self.stats["layers refit"] = 0
-                return
+                return []
             back = {twins[i]: node for i, node in enumerate(nodes)}
             for done in result.written:
                 weight = flat_weight(done)
                 bias = bias_of(done, weight.shape[0]) if has_bias_input(done) else None
                 write_layer(back[done], weight, bias)
         self.stats["layers refit"] = result.layers
+        if candidate is not model:
+            return [back[done] for done in result.written] if result.written else []
+        return list(result.written)
 
     def _measure(self, original, model, holdout) -> None:
         self.fidelity = measure_fidelity(original, model, holdout)
