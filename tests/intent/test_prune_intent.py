@@ -108,7 +108,7 @@ def det_crops(folder):
 def test_cli_names_prune_when_the_concat_offset_is_planted_in_ppocr_det(tmp_path, capsys, monkeypatch):
     pytest.importorskip("rapidocr_onnxruntime")
     from models import zoo
-    from passes.cli import main
+    from passes.app.cli import main
 
     calib = det_crops(tmp_path / "crops.npz")
     # uniform, round=1: every group loses 10%, including the four 24-channel segments the neck concatenates
