@@ -177,3 +177,57 @@ def test_an_empty_observer_and_non_finite_values():
     assert observer.seen == 2 and observer.observed_range() == (0.0, 2.0)
     with pytest.raises(ValueError):
         HistogramObserver(bins=15)
+
+
+# -- rounding against the scale the model stores (float32) -----------------------------------------------
+def test_weight_levels_round_against_the_stored_float32_scale():
+    # a peak whose scale peak / 127 rounds up to float32: half a stored step is then exactly 0.5 stored
+    # steps but just above 0.5 unrounded steps, so the two conventions round it differently
+    peaks = (np.float32(p) for p in np.linspace(0.3, 3.0, 200))
+    peak = next(p for p in peaks if np.float64(np.float32(np.float64(p) / 127)) > np.float64(p) / 127)
+    scale32 = np.float32(np.float64(peak) / 127)
+    half_step = np.float32(np.float64(scale32) * 0.5)
+    q, scale = qdq.symmetric_weight(np.array([[peak, half_step]], np.float32), axis=0)
+    assert scale[0] == scale32
+    assert q[0, 1] == 0  # 0.5 rounds half to even; against the unrounded scale it would be 0.5000001 -> 1
+
+
+def test_bias_levels_round_against_the_stored_float32_bias_scale():
+    candidates = (np.float32(w / 997) for w in range(1, 400))
+    weight_scale = next(w for w in candidates if np.float64(np.float32(0.1 * np.float64(w))) > 0.1 * np.float64(w))
+    scale32 = np.float32(0.1 * np.float64(weight_scale))
+    bias = np.array([2.5 * np.float64(scale32)])  # exactly 2.5 stored steps
+    levels, scale, _ = qdq.quantized_bias(bias, 0.1, np.array([weight_scale]))
+    assert scale[0] == scale32 and levels[0] == 2  # 2.5 -> 2 (half to even); against the unrounded scale 2.5000001 -> 3
+
+
+def test_dequantized_values_are_float32():
+    assert qdq.dequantize(np.array([1, -2], np.int8), np.float32([0.5, 2.0]), axis=0).dtype == np.float32
+
+
+def test_first_batch_sets_a_quarter_of_the_bins_over_its_span_from_zero():
+    observer = HistogramObserver(bins=18)  # 18 // 4 = 4 bins (not 4.5) over [0, 2]
+    observer.update(np.array([[0.5, 2.0], [1.0, 1.5]]))  # any shape; all positive: the span starts at zero
+    assert observer.width == 2.0 / 4 and observer.first == 0 and observer.seen == 4
+    np.testing.assert_allclose(observer.centers(), (observer.edges()[:-1] + observer.edges()[1:]) / 2)
+
+
+def test_far_apart_batches_merge_bins_and_lose_no_value():
+    observer = HistogramObserver(bins=32)
+    batches_ = [np.linspace(0.0, 1.0, 50), np.linspace(1000.0, 1001.0, 70), np.linspace(-3.0, -2.0, 30)]
+    for batch in batches_:
+        observer.update(batch)
+    everything = np.concatenate(batches_)
+    assert observer.seen == everything.size and observer.counts.sum() == everything.size
+    reference, _ = np.histogram(everything, bins=observer.edges())
+    assert np.abs(observer.counts - reference).sum() <= 1
+
+
+def test_negative_data_ranges_end_at_zero_and_unknown_methods_are_refused():
+    observer = HistogramObserver(bins=64)
+    observer.update(-np.linspace(0.5, 4.0, 100))
+    for method in ("minmax", "percentile", "entropy", "mse"):
+        lo, hi = observer.observed_range(method)
+        assert hi == 0.0 and -4.0 <= lo < 0.0, method
+    with pytest.raises(ValueError, match="unknown calibration method 'median'"):
+        observer.observed_range("median")
