@@ -37,7 +37,7 @@ MODULES = {
             "test_histogram_keeps_every_value_within_bounded_bins_across_growing_batches", "test_ranges_contain_zero_and_stay_within_the_data",
             "test_clipping_methods_cut_rare_outliers", "test_entropy_keeps_the_spike_of_a_saturated_relu6",
             "test_mse_range_clips_a_heavy_tail_where_that_lowers_the_error"))], []),
-    "channel_groups.model": (["ir/channel_groups/model.py"], ["tests/intent/test_prune_intent.py", "tests/prune/test_channel_offsets.py", "-m", "not real_models"], []),
+    "channel_groups.model": (["ir/channel_groups/model.py"], ["tests/prune/test_kept_indices.py", "tests/intent/test_prune_intent.py", "tests/prune/test_channel_offsets.py", "-m", "not real_models"], []),
     "channel_groups.offsets": (["ir/channel_groups/offsets.py"], ["tests/prune/test_channel_offsets.py"], []),
     "fold_batchnorm": (["passes/fold/fold_batchnorm.py"], ["tests/passes/test_fold_batchnorm_reference.py"], []),
     "prune.apply": (["passes/prune/apply.py"], ["tests/intent/test_prune_intent.py", "tests/prune/test_channel_offsets.py", "tests/prune/test_prune.py", "-m", "not real_models"], []),
