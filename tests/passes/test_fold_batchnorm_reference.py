@@ -56,3 +56,16 @@ def test_folded_weight_and_bias_match_numpy(op, epsilon, var):
     np.testing.assert_allclose(w, want_w, rtol=2e-6, atol=0)
     np.testing.assert_allclose(b, want_b, rtol=2e-6, atol=1e-6 * np.abs(want_b).max())
 
+
+
+def test_two_batchnorms_fold_and_are_counted():
+    rng = np.random.default_rng(1)
+    weights = {"w1": rng.standard_normal((4, 2, 1, 1)), "w2": rng.standard_normal((4, 4, 1, 1)),
+               **{f"{k}{i}": rng.uniform(0.5, 2.0, 4) for i in (1, 2) for k in ("scale", "bias", "mean", "var")}}
+    body = "\n".join([
+        "a = Conv (x, w1)", "b = BatchNormalization (a, scale1, bias1, mean1, var1)",
+        "c = Conv (b, w2)", "y = BatchNormalization (c, scale2, bias2, mean2, var2)"])
+    model = ir.from_onnx_text(weights_model_text("(float[1,2,3,3] x) => (float[1,4,3,3] y)", weights, body))
+    rewrite = create("fold-batchnorm")
+    assert rewrite(model).modified
+    assert rewrite.stats["batchnorms folded"] == 2 and [n.op_type for n in model.graph] == ["Conv", "Conv"]
