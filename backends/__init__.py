@@ -16,6 +16,7 @@ from backends.target import PRESETS, TargetSpec, parse_target
 from backends.tvm_build import TvmHostBackend, compile_model
 from backends.cross_build import TvmAarch64Backend  # noqa: E402 - registers the aarch64 backend
 from backends.cuda_build import TvmCudaBackend  # noqa: E402 - registers the CUDA backend
+from backends.accel.backend import AccelBackend  # noqa: E402 - registers the accelerator backend
 from backends.targets_table import TargetRow, list_targets
 
 __all__ = [
