@@ -89,6 +89,9 @@ FLAGS: Mapping[str, tuple[Flag, ...]] = types.MappingProxyType(
     }
 )
 
+# Kinds graphpress builds without a TVM target of that kind (the accelerator's host part is plain llvm).
+NON_TVM_KINDS = frozenset({"accel"})
+
 # Named presets: name -> canonical CLI text. Aliases map to the same text.
 PRESETS: Mapping[str, str] = types.MappingProxyType(
     {
