@@ -24,8 +24,6 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import time
-from pathlib import Path
-
 import numpy as np
 import onnx_ir as ir
 
@@ -65,7 +63,8 @@ class AccelBackend(Backend):
         compile_seconds = time.perf_counter() - start
         notes = ["the host part runs on ONNX Runtime here; it is not compiled with TVM by this backend",
                  "cycles and latency are estimates of the cycle model, not measurements"]
-        details, check = verify(part, program, folder, Simulator(folder, library), request, notes)
+        feeds = [runtime.generate_inputs(request.model, seed=0)]
+        details, check = verify(part, program, Simulator(folder, library), feeds, notes, rtol=request.rtol, atol=request.atol)
         write_project(program, folder, details.pop("_vectors"))
         tb = build_testbench(folder)
         done = subprocess.run([str(tb), ".", "check"], cwd=folder, capture_output=True, text=True)
@@ -82,20 +81,26 @@ class AccelBackend(Backend):
         )
 
 
-def verify(part, program, folder: Path, sim: Simulator, request: BuildRequest, notes: list[str], feeds=None):
-    """(report details, whole-model check): bit-exactness, agreement with ONNX Runtime, cycles."""
+def verify(part, program, sim: Simulator, feeds, notes: list[str], *, rtol: float = 1e-4, atol: float = 1e-5):
+    """(report details, whole-model check) on ``feeds``: bit-exactness, agreement with ONNX Runtime, cycles."""
     config = program.config
-    if feeds is None:
-        feeds = [runtime.generate_inputs(request.model, seed=0)]
-    runner = HybridRunner(part, lambda i, x: sim.run_layer(i, x, part.layers[i].out_shape))
     sim_seconds = 0.0
-    traces, outputs = [], []
-    for feed in feeds:
+
+    def run_layer(index: int, x: np.ndarray) -> np.ndarray:
+        nonlocal sim_seconds
         t0 = time.perf_counter()
-        out, trace = runner.run(feed)
+        y = sim.run_layer(index, x, part.layers[index].out_shape)
         sim_seconds += time.perf_counter() - t0
+        return y
+
+    runner = HybridRunner(part, run_layer)
+    traces, outputs = [], []
+    t0 = time.perf_counter()
+    for feed in feeds:
+        out, trace = runner.run(feed)
         traces.append(trace)
         outputs.append(out)
+    hybrid_seconds = time.perf_counter() - t0
     rows = layer_rows(program)
     bit_exact = True
     total = within = exact_ort = float_diff = 0
@@ -122,7 +127,7 @@ def verify(part, program, folder: Path, sim: Simulator, request: BuildRequest, n
         exact_ort += ort_exact
         float_diff += fdiff
     reference = [runtime.run(runtime.session(part.model, optimize=True), feed) for feed in feeds]
-    check = compare_outputs(reference[0], list(outputs[0].values()), rtol=max(request.rtol, 0.05), atol=max(request.atol, 0.05))
+    check = compare_outputs(reference[0], list(outputs[0].values()), rtol=max(rtol, 0.05), atol=max(atol, 0.05))
     cycles = sum(r["cycles"] for r in rows)
     vectors = {i: (traces[0].inputs[i], traces[0].outputs[i]) for i in traces[0].inputs}
     details = {
@@ -140,8 +145,10 @@ def verify(part, program, folder: Path, sim: Simulator, request: BuildRequest, n
         "float_rounding_differs": float_diff,
         "layer_outputs_compared": total,
         "whole_model": {"max_abs_error": check.max_abs_error, "max_rel_error": check.max_rel_error,
-                        "worst_output": check.worst_output, "feeds": len(feeds)},
+                        "worst_output": check.worst_output, "feeds": len(feeds),
+                        "top1_agreement": _top1_agreement(reference, outputs)},
         "simulator_seconds": round(sim_seconds, 3),
+        "hybrid_seconds": round(hybrid_seconds, 3),
         "resources": config.resources(),
         "layers": rows,
         "ops": [dataclasses.asdict(op) for op in part.ops],
@@ -150,6 +157,20 @@ def verify(part, program, folder: Path, sim: Simulator, request: BuildRequest, n
     if not bit_exact:
         notes.append("the C simulation differs from the integer reference: see the per-layer rows")
     return details, check
+
+
+def _top1_agreement(reference: list[dict], outputs: list[dict]) -> float:
+    """Share of argmax positions (over the last axis of the first output) where both agree."""
+    agree = total = 0
+    for ref, out in zip(reference, outputs):
+        name = next(iter(ref))
+        a, b = np.asarray(ref[name]), np.asarray(out[name])
+        if a.ndim == 0 or a.shape != b.shape:
+            continue
+        same = a.argmax(axis=-1) == b.argmax(axis=-1)
+        agree += int(np.count_nonzero(same))
+        total += same.size
+    return round(agree / total, 6) if total else 0.0
 
 
 register_backend(AccelBackend())
