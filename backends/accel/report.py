@@ -21,6 +21,7 @@ def accelerator_markdown(acc: dict[str, Any]) -> str:
         f"float-scale round-half-even requantization would change {acc['float_rounding_differs']:,} of them",
         f"- whole model (offloaded layers simulated, the rest in ONNX Runtime) against ONNX Runtime: max abs "
         f"difference {acc['whole_model']['max_abs_error']:.4g} (output '{acc['whole_model']['worst_output']}')",
+        _byoc_line(acc.get("byoc")),
         f"- estimate: {acc['cycles']:,} cycles on the fabric, {acc['latency_ms']:.3f} ms at {acc['clock_mhz']} MHz, "
         f"array utilization {acc['utilization']:.1%} (cycle model, not a measurement)",
         f"- resources (estimate): {r['dsp_estimate']} MAC units (DSPs), {r['buffer_bits']:,} buffer bits "
@@ -39,3 +40,14 @@ def accelerator_markdown(acc: dict[str, Any]) -> str:
     lines += ["", "On the CPU:", ""]
     lines += [f"- {n} x {op}: {reason}" for (op, reason), n in sorted(cpu.items())]
     return "\n".join(lines) + "\n"
+
+
+def _byoc_line(byoc: dict[str, Any] | None) -> str:
+    if byoc is None:
+        return "- TVM route: not run (TVM is not installed)"
+    if not byoc.get("ran"):
+        return "- TVM route: failed (see the notes)"
+    agree = "the same layers as" if byoc["agrees_with_onnx_partition"] else "DIFFERENT layers from"
+    return (f"- TVM route: Relax BYOC offloaded {byoc['functions']} functions, {agree} the ONNX-level partition; host part "
+            f"compiled for llvm, offloaded functions in the C simulation: max abs difference "
+            f"{byoc['max_abs_error_vs_ort']:.4g} from ONNX Runtime, top-1 agreement {byoc['top1_agreement']:.1%}")

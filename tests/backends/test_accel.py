@@ -215,3 +215,13 @@ def test_double_buffering_overlaps_loads_with_compute():
     # overlapped: only the first tile's loads and the last store are not hidden behind the GEMMs
     assert cycles.total == (32 + 64) + (32 + 4) + cycles.compute + (32 + 64)
     assert cycles.bound == "compute"
+
+
+@needs_compiler
+@pytest.mark.tvm
+def test_byoc_takes_the_same_layers_and_tvm_host_build_matches_onnx_runtime(small_qdq, tmp_path):
+    pytest.importorskip("tvm")
+    acc = compile_model(small_qdq, "accel", tmp_path, name="small").details
+    byoc = acc["byoc"]
+    assert byoc["ran"] and byoc["functions"] == 2 and byoc["agrees_with_onnx_partition"]
+    assert byoc["max_abs_error_vs_ort"] < 0.05 and byoc["top1_agreement"] == 1.0
