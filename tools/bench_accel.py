@@ -91,6 +91,7 @@ def bench_config(key: str, proto, label: str, target: str, feeds: list[dict], fo
     notes: list[str] = []
     details, _ = verify(part, program, sim, feeds, notes)
     details.pop("_vectors")
+    details["notes"] = notes
     errors = []
     if with_scalesim:
         for row in details["layers"]:
@@ -114,6 +115,13 @@ def bench_config(key: str, proto, label: str, target: str, feeds: list[dict], fo
     return details
 
 
+def _byoc_cell(byoc: dict | None) -> str:
+    if not byoc or not byoc.get("ran"):
+        return "not run" if byoc is None else "failed"
+    same = "yes" if byoc["agrees_with_onnx_partition"] else f"no (BYOC only {len(byoc['byoc_only'])}, ONNX only {len(byoc['onnx_only'])})"
+    return f"{byoc['functions']}, {same}, {byoc['max_abs_error_vs_ort']:.3g}"
+
+
 def markdown(results: dict, meta: dict) -> str:
     lines = [
         "# Benchmark: the int8 accelerator target (`--target accel`)",
@@ -128,8 +136,8 @@ def markdown(results: dict, meta: dict) -> str:
         "",
         "| model | MACs | offloaded | bit-exact (outputs) | ORT layers within 1 step / exact | fixed vs float rounding differ | "
         "whole model vs ORT: max abs, top-1 | 16x16: cycles, ms @200 MHz, util | 32x32: cycles, ms, util | "
-        "SCALE-Sim error 16x16 (max abs, median) | sim s (kernel / hybrid) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "SCALE-Sim error 16x16 (max abs, median) | sim s (kernel / hybrid) | TVM BYOC: functions, same layers, max abs vs ORT |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, runs in results.items():
         a, b = runs["16x16"], runs.get("32x32")
@@ -142,7 +150,7 @@ def markdown(results: dict, meta: dict) -> str:
             f"{a['ort_within_one_step']:.4%} / {a['ort_exact']:.2%} | {a['float_rounding_differs']:,} | "
             f"{a['whole_model']['max_abs_error']:.3g}, {a['whole_model']['top1_agreement']:.1%} | "
             f"{a['cycles']:,}, {a['latency_ms']:.2f}, {a['utilization']:.0%} | {b_text} | {ss_text} | "
-            f"{a['simulator_seconds']:.2f} / {a['hybrid_seconds']:.2f} |"
+            f"{a['simulator_seconds']:.2f} / {a['hybrid_seconds']:.2f} | {_byoc_cell(a.get('byoc'))} |"
         )
     for key, runs in results.items():
         for label, run in runs.items():
@@ -171,7 +179,9 @@ def markdown(results: dict, meta: dict) -> str:
                     f"{row['compute_cycles']:,} | {ref if ref is None else format(ref, ',')} | {err} | {row['store_cycles']:,} | "
                     f"{row['cycles']:,} | {row['bound']} | {row['utilization']:.0%} |"
                 )
-    lines += ["", "## Notes", ""] + [f"- {n}" for n in meta["notes"]]
+    run_notes = sorted({f"{key}: {n}" for key, runs in results.items() for run in runs.values() for n in run.get("notes", ())
+                        if "estimates" not in n and "in this process" not in n})
+    lines += ["", "## Notes", ""] + [f"- {n}" for n in meta["notes"] + run_notes]
     return "\n".join(lines) + "\n"
 
 
@@ -191,6 +201,9 @@ def main() -> None:
                 "(a 1-column GEMM: low utilization).",
                 "The final Gemm/MatMul of the classifiers produce float outputs (quantize leaves them unquantized), "
                 "so they stay on the CPU.",
+                "The TVM route (BYOC) runs the same feeds: Relax imports the QDQ model, FuseOpsByPattern + RunCodegen "
+                "(relax.ext.accel) take the integer layers, the host part is compiled by tvm.compile for llvm (untuned), "
+                "the offloaded functions call the same C simulation.",
                 "hls4ml anchor: not run; hls4ml 1.3 takes Keras/PyTorch/QONNX models, not standard ONNX QDQ int8 "
                 "models, so it cannot compile these models as they are.",
             ]}
