@@ -204,8 +204,10 @@ def main() -> None:
                 "The TVM route (BYOC) runs the same feeds: Relax imports the QDQ model, FuseOpsByPattern + RunCodegen "
                 "(relax.ext.accel) take the integer layers, the host part is compiled by tvm.compile for llvm (untuned), "
                 "the offloaded functions call the same C simulation.",
-                "hls4ml anchor: not run; hls4ml 1.3 takes Keras/PyTorch/QONNX models, not standard ONNX QDQ int8 "
-                "models, so it cannot compile these models as they are.",
+                "hls4ml anchor: not run. hls4ml 1.3.0 itself would install here (with h5py, quantizers, "
+                "pyDigitalWaveTools), but each of its front ends needs a Keras, PyTorch or QONNX model (none of "
+                "keras, torch, qonnx is installed) and it does not take a standard ONNX QDQ int8 model, so it "
+                "cannot compile the models above as they are.",
             ]}
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
