@@ -16,6 +16,7 @@ from backends.accel.compiler import compile_layers
 from backends.accel.config import config_from_options
 from backends.accel.cycles import gemm_cycles
 from backends.accel.partition import partition
+from backends.accel.report import accelerator_markdown
 from backends.accel.semantics import IntLayer, reference_layer, requant_params, requantize
 from backends.accel.simulate import Simulator, build_simulator, build_testbench, syntax_check
 from ir.errors import UsageError
@@ -193,6 +194,9 @@ def test_backend_reports_bit_exact_and_agrees_with_onnx_runtime(small_qdq, tmp_p
     assert 0 < acc["offloaded_mac_share"] < 1
     assert result.check.max_abs_error < 0.05  # whole model: simulator + ONNX Runtime glue vs ONNX Runtime
     assert (tmp_path / "small_hls" / "run_hls.tcl").exists()
+    text = accelerator_markdown(acc)
+    assert "equals the integer reference bit for bit" in text and "not a measurement" in text
+    assert "depthwise convolution stays on the CPU" in text
 
 
 # ---------------------------------------------------------------- cycle model
