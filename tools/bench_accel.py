@@ -190,6 +190,7 @@ def main() -> None:
     parser.add_argument("--models", default="cls,resnet18,rec,mobilenetv2")
     parser.add_argument("--feeds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_accel.md")
+    parser.add_argument("--resume", action="store_true", help="keep the models already in the .json next to --out")
     args = parser.parse_args()
     meta = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
             "load_start": tuple(round(v, 2) for v in os.getloadavg()), "feeds": args.feeds, "notes": [
@@ -210,6 +211,11 @@ def main() -> None:
                 "cannot compile the models above as they are.",
             ]}
     results: dict = {}
+    saved = args.out.with_suffix(".json")
+    if args.resume and saved.exists():
+        previous = json.loads(saved.read_text())
+        results = previous["results"]
+        meta["load_start"] = previous["meta"]["load_start"]
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.models.split(","):
             t0 = time.perf_counter()
@@ -222,9 +228,9 @@ def main() -> None:
                 label, target = EXTRA[key]
                 results[key][label] = bench_config(key, proto, label, target, feeds, Path(tmp), with_scalesim=False)
             print(f"{key}: {time.perf_counter() - t0:.0f} s", flush=True)
-    meta["load_end"] = tuple(round(v, 2) for v in os.getloadavg())
-    args.out.write_text(markdown(results, meta))
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
+            meta["load_end"] = tuple(round(v, 2) for v in os.getloadavg())
+            args.out.write_text(markdown(results, meta))  # after every model: a failure later keeps these
+            saved.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
     print(f"wrote {args.out}")
 
 

@@ -207,7 +207,9 @@ def _match(node, name, consts, producers, consumers, shapes, graph_outputs, conf
             hi = consts.get(after.input[2]) if len(after.input) > 2 and after.input[2] else None
             if (len(after.input) > 1 and after.input[1] and lo is None) or (len(after.input) > 2 and after.input[2] and hi is None):
                 raise _Reject("Clip bounds are not constants")
-            clip_bounds = (None if lo is None else float(lo), None if hi is None else float(hi))
+            if any(b is not None and b.size != 1 for b in (lo, hi)):
+                raise _Reject("Clip bounds are not scalars")
+            clip_bounds = tuple(None if b is None else float(b.reshape(-1)[0]) for b in (lo, hi))
         members.append(after)
         after = _only_consumer(after.output[0], consumers, graph_outputs)
     if after is None or after.op_type != "QuantizeLinear":

@@ -106,7 +106,7 @@ def requant_params(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     shift = 31 - exponent.astype(np.int64)
     # Outside 1..62 the form cannot hold: tiny multipliers round to 0 anyway, huge ones never occur.
     too_small = shift > 62
-    m0 = np.where(too_small, np.round(real * 2.0**62).astype(np.int64), m0)
+    m0 = np.where(too_small, np.round(np.minimum(real, 1.0) * 2.0**62).astype(np.int64), m0)
     shift = np.clip(shift, 1, 62)
     return m0.astype(np.int32), shift.astype(np.int32)
 
