@@ -36,7 +36,8 @@ def _patterns(config: AccelConfig):
 
     def build(op: str, bias: bool, act: str):
         dq_x = is_op("relax.dequantize")(wildcard(), is_const(), is_const())
-        dq_w = is_op("relax.dequantize")(is_const(), is_const(), is_const())
+        weight = is_const()
+        dq_w = is_op("relax.dequantize")(weight, is_const(), is_const())
         core = y = is_op(op)(dq_x, dq_w)
         if bias:
             dq_b = is_op("relax.dequantize")(is_const(), is_const(), is_const())
@@ -45,12 +46,13 @@ def _patterns(config: AccelConfig):
             y = is_op("relax.nn.relu")(y)
         elif act == "clip":
             y = is_op("relax.clip")(y, wildcard(), wildcard())
-        return is_op("relax.quantize")(y, is_const(), is_const()), {"core": core}
+        return is_op("relax.quantize")(y, is_const(), is_const()), {"core": core, "weight": weight}
 
     def check(context) -> bool:
         call = context.annotated_expr["core"]
         if call.op.name == "relax.nn.conv2d" and int(call.attrs.groups) != 1:
-            return config.depthwise and int(call.attrs.groups) == int(call.args[0].struct_info.shape[1])
+            shape = context.annotated_expr["weight"].value.shape  # [N, C/groups, KH, KW]
+            return config.depthwise and int(shape[1]) == 1 and int(call.attrs.groups) == int(shape[0])
         return True
 
     out = []
@@ -92,6 +94,38 @@ def _own_input_dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def _clip_as_relu(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Clip(v, 0, hi) -> Relu(v) where the QuantizeLinear after it saturates at or below hi (ReLU6 layers).
+
+    Relax imports Clip as TIR maximum/minimum calls that patterns cannot see. Q is monotone, so
+    ``Q(clip(v, 0, hi)) = min(max(Q(v), zy), Q(hi))``, which is ``Q(relu(v))`` when ``Q(hi)`` is the
+    largest level. The model is modified in place (it is a private copy).
+    """
+    consts = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            consts[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+    users: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    for node in model.graph.node:
+        if node.op_type != "Clip" or len(users.get(node.output[0], [])) != 1:
+            continue
+        q = users[node.output[0]][0]
+        lo = consts.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        hi = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        scale, zero = consts.get(q.input[1]), consts.get(q.input[2]) if len(q.input) > 2 else None
+        if q.op_type != "QuantizeLinear" or lo is None or scale is None or zero is None or scale.size != 1 or float(lo.reshape(-1)[0]) != 0.0:
+            continue
+        qmax = 255 if zero.dtype == np.uint8 else 127
+        if hi is not None and np.rint(np.float32(hi.reshape(-1)[0]) / np.float32(scale.reshape(-1)[0])) + int(zero.reshape(-1)[0]) < qmax:
+            continue
+        node.op_type = "Relu"
+        del node.input[1:]
+    return model
+
+
 def _offloaded(index, layer, run_layer):
     def call(x, *outputs):
         # Destination passing: the int8 activation, then the outputs. When the dequantized activation is
@@ -124,7 +158,7 @@ def run_with_tvm(model: onnx.ModelProto, part: Partition, run_layer: Callable[[i
     from tvm.relax.frontend.onnx import from_onnx
 
     shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in part.model.graph.input}
-    module = from_onnx(_own_input_dequantize(model), shape_dict=shapes, keep_params_in_input=False)
+    module = from_onnx(_clip_as_relu(_own_input_dequantize(model)), shape_dict=shapes, keep_params_in_input=False)
     # Weights as the ONNX model stores them (Conv [N,C,KH,KW]; MatMul/Gemm [K,N] or [N,K]): one key per layer.
     keys: dict[str, int] = {}
     for index, layer in enumerate(part.layers):
