@@ -229,3 +229,10 @@ def test_byoc_takes_the_same_layers_and_tvm_host_build_matches_onnx_runtime(smal
     byoc = acc["byoc"]
     assert byoc["ran"] and byoc["functions"] == 2 and byoc["agrees_with_onnx_partition"]
     assert byoc["max_abs_error_vs_ort"] < 0.05 and byoc["top1_agreement"] == 1.0
+
+
+def test_a_float_model_is_a_one_line_error_that_says_to_quantize(tiny_model, tmp_path):
+    from ir.errors import BackendError
+
+    with pytest.raises(BackendError, match="run the quantize pass first"):
+        compile_model(tiny_model, "accel", tmp_path)
