@@ -164,6 +164,8 @@ class StructuralDiff:
     outputs: ValueChanges
     op_histogram: dict[str, dict[str, int]]  # op -> {"before", "after", "delta"}
     cost: dict[str, dict[str, int]]  # field of CostSummary -> {"before", "after", "delta"}
+    # (index in a, index in b) of every matched node pair, in a's order; for drawing, not in to_dict
+    pairs: list[tuple[int, int]] = dataclasses.field(default_factory=list, repr=False)
 
     def is_empty(self) -> bool:
         return (
@@ -223,6 +225,7 @@ def structural_diff(
         outputs=_value_changes(a.graph.outputs, b.graph.outputs),
         op_histogram=_before_after(cost_a.op_histogram, cost_b.op_histogram),
         cost=_before_after(_cost_fields(cost_a), _cost_fields(cost_b)),
+        pairs=sorted((before.index[node_a], after.index[node_b]) for node_a, node_b in matches.items()),
     )
 
 

@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true")
     inspect.add_argument("--layers", type=int, default=30, help="rows of the per-layer table (0: all)")
     inspect.add_argument("--groups", action="store_true", help="show the channel dependency groups that pruning works on")
+    inspect.add_argument("--html", metavar="FILE", help="write a self-contained HTML page: the graph, where the MACs and weights are")
 
     diff = commands.add_parser("diff", help="what changed between two models")
     diff.add_argument("a")

@@ -9,6 +9,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 from rich.table import Table
 
 from ir import io, shapes
@@ -206,12 +207,17 @@ def _print_summary(report: dict, out_dir: Path) -> None:
 def run_inspect(args) -> int:
     from ir import cost, runtime
 
+    html_path = _html_destination(args.html)
     model, _ = _load_with_shapes(args.model, args.input_shape)
     summary = cost.analyze(model)
     specs = runtime.input_specs(model)
     data = summary.to_dict()
-    data["inputs"] = {name: {"dtype": str(dtype), "shape": dims} for name, (dtype, dims) in specs.items()}
-    data["outputs"] = {v.name: {"dtype": str(v.dtype), "shape": _dims(v.shape)} for v in model.graph.outputs}
+    data["inputs"] = {name: {"dtype": np.dtype(dtype).name, "shape": dims} for name, (dtype, dims) in specs.items()}
+    data["outputs"] = {v.name: {"dtype": _dtype_name(v.dtype), "shape": _dims(v.shape)} for v in model.graph.outputs}
+    if html_path is not None:
+        from ir.inspect_html import render_model_page
+
+        io.write_text(html_path, render_model_page(model, str(Path(args.model).resolve())))
     if args.groups:
         from ir.channel_groups import describe_groups
 
@@ -250,7 +256,25 @@ def run_inspect(args) -> int:
     console.print(per_layer)
     if args.groups:
         _print_groups(data["groups"])
+    if html_path is not None:
+        console.print(f"wrote {html_path}")
     return 0
+
+
+def _dtype_name(dtype) -> str:
+    """numpy's name (float32), as inputs are printed, for an ONNX element type (FLOAT)."""
+    try:
+        return np.dtype(dtype.numpy()).name
+    except (AttributeError, TypeError, ValueError):
+        return str(dtype)
+
+
+def _html_destination(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    html_path = Path(path)
+    _writable_output_dir(html_path.parent if str(html_path.parent) else Path("."))
+    return html_path
 
 
 def _print_groups(groups: list[dict]) -> None:
@@ -275,9 +299,7 @@ def run_diff(args) -> int:
     a, fixed = _load_with_shapes(args.a, args.input_shape)
     b = io.load(args.b)
     shapes.fix_input_shapes(b, fixed)
-    html_path = Path(args.html) if args.html else None
-    if html_path is not None:
-        _writable_output_dir(html_path.parent if str(html_path.parent) else Path("."))
+    html_path = _html_destination(args.html)
     structural = diff.structural_diff(a, b)
     numeric = None
     if not args.no_numeric:
@@ -287,11 +309,11 @@ def run_diff(args) -> int:
     if html_path is not None:
         from ir.diff_html import render_html
 
-        page = render_html(structural, numeric, title=f"{Path(args.a).name} vs {Path(args.b).name}")
-        fd, tmp = tempfile.mkstemp(dir=html_path.parent or ".", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(page)
-        os.replace(tmp, html_path)
+        from ir.diff_html import diff_title
+
+        paths = (str(Path(args.a).resolve()), str(Path(args.b).resolve()))
+        page = render_html(structural, numeric, title=diff_title(paths, b), models=(a, b), paths=paths)
+        io.write_text(html_path, page)
     if args.json:
         print_json(data)
         return 0

@@ -140,7 +140,35 @@ def test_diff_reports_the_removed_identity(tmp_path, tiny_model_path, capsys):
     assert run_cli("diff", tiny_model_path, tmp_path / "out" / "tiny.onnx", "--json", "--html", page) == 0
     data = json.loads(capsys.readouterr().out)
     assert "Identity" in json.dumps(data["structural"])
-    assert page.read_text().lstrip().lower().startswith("<!doctype html")
+    text = page.read_text()
+    assert text.lstrip().lower().startswith("<!doctype html")
+    # Both models by full path, with the pipeline between them, and both graphs drawn.
+    assert f"<title>{tiny_model_path} -&gt; fold -&gt; {tmp_path / 'out' / 'tiny.onnx'}</title>" in text
+    assert '<g class="n removed"' in text and 'id="graph-data"' in text
+
+
+def test_outputs_follow_the_umask(tmp_path, tiny_model_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        assert run_cli("optimize", tiny_model_path, "-o", tmp_path / "out") == 0
+        assert run_cli("diff", tiny_model_path, tmp_path / "out" / "tiny.onnx", "--no-numeric", "--html", tmp_path / "d.html") == 0
+        assert run_cli("inspect", tiny_model_path, "--html", tmp_path / "i.html") == 0
+    finally:
+        os.umask(old)
+    for path in [*(tmp_path / "out").iterdir(), tmp_path / "d.html", tmp_path / "i.html"]:
+        assert oct(path.stat().st_mode & 0o777) == oct(0o644), path
+
+
+def test_inspect_names_input_and_output_types_alike_and_writes_a_page(tmp_path, tiny_model_path, capsys):
+    page = tmp_path / "inspect.html"
+    assert run_cli("inspect", tiny_model_path, "--json", "--html", page) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["inputs"]["x"]["dtype"] == "float32"
+    assert {info["dtype"] for info in data["outputs"].values()} == {"float32"}
+    text = page.read_text()
+    assert f"<h1>{tiny_model_path}</h1>" in text and "Where the MACs are" in text
 
 
 def test_list_shows_every_fold_pass(capsys):
