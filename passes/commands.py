@@ -37,7 +37,10 @@ def _writable_output_dir(path: Path) -> Path:
 def run_optimize(args) -> int:
     from passes import calibration, instruments, pipeline
     from passes.manager import PassContext, PassManager
+    from passes import attribution_report
+    from passes.attribution import AttributionInstrument, held_back_feeds
     from passes.report import build_report, write_json, write_markdown
+    from passes.report_html import render_report_html
     from passes.verify import check_structure
 
     # Validate every argument before touching the model or the disk.
@@ -48,17 +51,23 @@ def run_optimize(args) -> int:
     model, fixed = _load_with_shapes(args.model, args.input_shape)
     check_structure(model)
 
+    lossy = any(not p.lossless for p in pipe.passes())
+    if args.min_sqnr is not None and args.verify == "off":
+        raise UsageError("--min-sqnr needs the outputs measured: drop --verify off")
     warnings_list: list[str] = []
     if args.calib:
         calib = calibration.Calibration.from_path(args.calib, model, preprocess=preprocess, limit=args.calib_limit)
     else:
         calib = calibration.Calibration.generated_for(model)
-    if calib.generated:
+    if calib.generated and lossy:
+        warnings_list.append(attribution_report.RANDOM_INPUTS_WARNING)
+        errors.print(f"[bold red]WARNING: {attribution_report.RANDOM_INPUTS_WARNING}[/bold red]", highlight=False)
+    elif calib.generated:
         message = "no calibration data given (--calib): verifying on generated random inputs"
-        if any(not p.lossless for p in pipe.passes()):
-            message += "; lossy passes measured on random data say little about real accuracy"
         warnings_list.append(message)
         errors.print(f"[yellow]warning:[/yellow] {message}")
+    verify_feeds, verify_source = held_back_feeds(calib) if lossy else (calib.take(4), calib.source)
+    attribution = AttributionInstrument(verify_feeds) if lossy and args.verify != "off" else None
     symbolic = shapes.has_symbolic_inputs(model)
     if symbolic:
         warnings_list.append(f"inputs with symbolic dimensions: {', '.join(symbolic)}; fix them with --input-shape to fold shape computations")
@@ -68,14 +77,21 @@ def run_optimize(args) -> int:
         used = [instruments.StatisticsInstrument(), repro, ProgressInstrument()]
         if args.dump_dir:
             used.append(instruments.DumpAfterChange(args.dump_dir))
+        if attribution is not None:
+            used.insert(0, attribution)
         before = instruments.cost_snapshot(model)
         manager = PassManager(
             pipe, instruments=used, verify=args.verify, strict=args.strict, tolerance=args.tolerance, atol=args.atol,
-            feeds=calib.take(4), feeds_source=calib.source, context=PassContext(fixed, calib),
+            feeds=verify_feeds, feeds_source=verify_source, context=PassContext(fixed, calib),
         )
         with console.status("running passes") as status:
             used[-1].status = status
             result = manager.run(model)
+        error_attribution = None
+        if attribution is not None:
+            error_attribution = attribution_report.summary(result.records, attribution.final(result.model), verify_source, random_inputs=calib.generated)
+            if args.min_sqnr is not None:
+                attribution_report.check_budget(error_attribution, args.min_sqnr)
         after = instruments.cost_snapshot(result.model)
         stem = Path(args.model).stem
         staged_model = io.save(result.model, Path(scratch) / f"{stem}.onnx")
@@ -83,8 +99,10 @@ def run_optimize(args) -> int:
         if build_options is not None:
             targets = _build_targets(result.model, args.target, Path(scratch), out_dir, dict(build_options, input_shapes=fixed or None, name=stem))
         report = build_report(result, source=args.model, output=str(out_dir / staged_model.name), before=before, after=after, targets=targets, warnings=warnings_list + result.warnings)
+        report["error_attribution"] = error_attribution
         (Path(scratch) / "report.json").write_text(write_json(report))
         (Path(scratch) / "report.md").write_text(write_markdown(report))
+        (Path(scratch) / "report.html").write_text(render_report_html(report))
         out_dir.mkdir(parents=True, exist_ok=True)
         for produced in Path(scratch).iterdir():
             os.replace(produced, out_dir / produced.name)
@@ -201,7 +219,13 @@ def _print_summary(report: dict, out_dir: Path) -> None:
             console.print(f"{target['target']}: {library}")
         else:
             console.print(f"{target['target']}: not compiled: {target['error']}")
-    console.print(f"wrote {out_dir}/ (model, report.md, report.json)")
+    attribution = report.get("error_attribution")
+    if attribution and attribution.get("final"):
+        final = attribution["final"]
+        console.print(f"lossy pipeline: output SQNR {final['sqnr_db']:.1f} dB, cosine {final['cosine']:.4f} on {attribution['measured_on']}")
+        if attribution["random_inputs"]:
+            console.print("[bold red]measured on random inputs: pass --calib for figures that mean something[/bold red]")
+    console.print(f"wrote {out_dir}/ (model, report.md, report.json, report.html)")
 
 
 def run_inspect(args) -> int:

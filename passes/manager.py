@@ -55,6 +55,10 @@ class PassRecord:
     notes: list[str] = dataclasses.field(default_factory=list)
     before: dict[str, int] | None = None
     after: dict[str, int] | None = None
+    fidelity: dict | None = None  # a lossy pass's own measured error (Pass.fidelity)
+    layers: list[dict] = dataclasses.field(default_factory=list)  # Pass.layers: one row per changed layer
+    skipped: list = dataclasses.field(default_factory=list)  # Pass.skipped: (layer, reason)
+    attribution: dict | None = None  # passes.attribution: own / cumulative error, per-layer table
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -174,6 +178,9 @@ class PassManager:
             record.verify_seconds = time.perf_counter() - verify_started
         record.stats = dict(pass_.stats)
         record.notes = list(pass_.notes)
+        record.fidelity = dict(getattr(pass_, "fidelity", None) or {}) or None
+        record.layers = list(getattr(pass_, "layers", None) or [])
+        record.skipped = list(getattr(pass_, "skipped", None) or [])
         if failure is not None:
             record.rolled_back = True
             if snapshot is None:

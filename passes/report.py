@@ -7,6 +7,8 @@ import platform
 from importlib import metadata
 from typing import Any
 
+from passes.attribution_report import RANDOM_INPUTS_WARNING, pass_verdict
+from passes.attribution_report import markdown as attribution_markdown
 from passes.manager import RunResult
 
 
@@ -66,9 +68,10 @@ def _change(before: Any, after: Any) -> str:
 
 
 def write_markdown(report: dict[str, Any]) -> str:
-    lines = [
-        "# graphpress optimize report",
-        "",
+    lines = ["# graphpress optimize report", ""]
+    if (report.get("error_attribution") or {}).get("random_inputs"):
+        lines += [f"> **WARNING: {RANDOM_INPUTS_WARNING}.**", ""]
+    lines += [
         f"- input: `{report['input']}`",
         f"- output: `{report['output']}`",
         f"- pipeline: `{report['pipeline']}`",
@@ -87,7 +90,7 @@ def write_markdown(report: dict[str, Any]) -> str:
             continue
         stats = ", ".join(f"{k}: {v}" for k, v in record["stats"].items() if v)
         verdict = f"ROLLED BACK: {record['failure']}" if record["rolled_back"] else (
-            f"ok (max rel {_number(record['error']['max_rel'])})" if record.get("error") else "structure ok")
+            f"ok (max rel {_number(record['error']['max_rel'])})" if record.get("error") else pass_verdict(record) or "structure ok")
         nodes = (record.get("after") or {}).get("nodes")
         lines.append(f"| `{record['text']}` | {record['iteration']} | {'yes' if record['modified'] else 'no'} | {record['seconds']:.3f} | {record['verify_seconds']:.3f} | {_number(nodes)} | {stats} | {verdict} |")
     unchanged = sorted({r["text"] for r in report["passes"]} - {r["text"] for r in report["passes"] if r["modified"]})
@@ -99,6 +102,7 @@ def write_markdown(report: dict[str, Any]) -> str:
     notes = sorted({note for r in report["passes"] for note in r["notes"]})
     if notes or report["warnings"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in (*report["warnings"], *notes)]
+    lines += attribution_markdown(report)
     if report.get("targets"):
         lines += ["", "## Targets", ""] + [_target_lines(target) for target in report["targets"]]
     lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]

@@ -91,7 +91,7 @@ def test_no_traceback_without_debug_and_one_with_it(tmp_path):
 def test_optimize_writes_model_and_reports(tmp_path, tiny_model_path):
     out = tmp_path / "out"
     assert run_cli("optimize", tiny_model_path, "-o", out) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md", "tiny.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md", "tiny.onnx"]
     report = json.loads((out / "report.json").read_text())
     assert report["pipeline"] == "fold"
     assert report["before"]["nodes"] == 3 and report["after"]["nodes"] == 2
@@ -183,3 +183,37 @@ def test_inspect_groups_lists_channel_groups_with_reasons(tiny_model_path, capsy
     assert run_cli("inspect", tiny_model_path, "--groups", "--json") == 0
     groups = json.loads(capsys.readouterr().out)["groups"]
     assert any(not g["prunable"] and "graph input 'x'" in g["reasons"] for g in groups)
+
+
+def test_a_lossy_pipeline_breaking_min_sqnr_exits_1_names_pass_and_layers_and_writes_nothing(tmp_path, tiny_model_path, capsys):
+    out = tmp_path / "out"
+    assert run_cli("optimize", tiny_model_path, "--passes", "fold,quantize", "--min-sqnr", "80", "-o", out) == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: output SQNR") and "below --min-sqnr 80 dB" in last
+    assert "pass 'quantize' costs most" in last and "of the noise" in last and "nothing was written" in last
+    assert not out.exists()
+
+
+def test_a_lossy_pipeline_within_min_sqnr_writes_the_attribution_and_says_loudly_it_used_random_inputs(tmp_path, tiny_model_path, capsys):
+    out = tmp_path / "out"
+    assert run_cli("optimize", tiny_model_path, "--passes", "fold,quantize", "--min-sqnr", "20", "-o", out) == 0
+    captured = capsys.readouterr()
+    assert "WARNING: LOSSY RESULT MEASURED ON RANDOM INPUTS" in captured.err
+    assert "measured on random inputs" in captured.out
+    report = json.loads((out / "report.json").read_text())
+    attribution = report["error_attribution"]
+    assert attribution["random_inputs"] is True and 20 <= attribution["final"]["sqnr_db"] < 80
+    quantize = next(p for p in report["passes"] if p["name"] == "quantize")
+    assert quantize["attribution"]["own"]["sqnr_db"] == pytest.approx(attribution["final"]["sqnr_db"])
+    assert [row["op"] for row in attribution["passes"][0]["layers"]][0] == "Conv"  # the weights' noise comes first
+    markdown = (out / "report.md").read_text()
+    assert markdown.splitlines()[2].startswith("> **WARNING: LOSSY RESULT MEASURED ON RANDOM INPUTS")
+    assert "## Where the error comes from" in markdown and "lossy: own SQNR" in markdown
+    page = (out / "report.html").read_text()
+    assert '<svg class="tradeoff"' in page and '<svg class="bars"' in page and "WARNING: LOSSY RESULT" in page
+
+
+def test_min_sqnr_needs_verification(tmp_path, tiny_model_path, capsys):
+    assert run_cli("optimize", tiny_model_path, "--passes", "quantize", "--min-sqnr", "20", "--verify", "off", "-o", tmp_path / "o") == 2
+    assert "--min-sqnr needs the outputs measured" in capsys.readouterr().err

@@ -1,0 +1,105 @@
+"""Specification of passes.attribution: the output error of a lossy change, per pass and per layer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+from ir import io
+from passes.attribution import AttributionInstrument, held_back_feeds, layer_errors
+from passes.calibration import Calibration
+from passes.manager import PassManager
+
+THREE_CONVS = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,4,8,8] x) => (float[1,4,8,8] y) <float[4,4,3,3] w1 = {0.0}, float[4,4,3,3] w2 = {0.0}, float[4,4,3,3] w3 = {0.0}> {
+    a = Conv <pads = [1,1,1,1]> (x, w1)
+    ra = Relu (a)
+    b = Conv <pads = [1,1,1,1]> (ra, w2)
+    rb = Relu (b)
+    y = Conv <pads = [1,1,1,1]> (rb, w3)
+}"""
+
+
+def three_convs() -> ir.Model:
+    model = ir.from_onnx_text(THREE_CONVS)
+    rng = np.random.default_rng(0)
+    for node in model.graph:
+        node.name = node.outputs[0].name
+    for name in ("w1", "w2", "w3"):
+        model.graph.initializers[name].const_value = ir.tensor(rng.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.3, name=name)
+    return model
+
+
+def perturbed(model: ir.Model, weight: str, scale: float) -> ir.Model:
+    copy = io.copy_model(model)
+    array = copy.graph.initializers[weight].const_value.numpy()
+    noise = np.random.default_rng(1).standard_normal(array.shape).astype(np.float32) * scale * np.abs(array).mean()
+    copy.graph.initializers[weight].const_value = ir.tensor(array + noise, name=weight)
+    return copy
+
+
+def feeds(n: int = 3) -> list[dict]:
+    rng = np.random.default_rng(2)
+    return [{"x": rng.standard_normal((1, 4, 8, 8)).astype(np.float32)} for _ in range(n)]
+
+
+def test_the_one_changed_layer_is_ranked_first_and_the_layers_before_it_introduce_nothing():
+    model = three_convs()
+    rows = layer_errors(model, perturbed(model, "w2", 0.2), feeds())
+    # Only the rewritten layer has a row: the others carry the error on, they introduce none.
+    assert [row["layer"] for row in rows] == ["b"]
+    assert rows[0]["share"] == 1.0 and math.isinf(rows[0]["input_sqnr_db"])
+    assert 10 < rows[0]["introduced_sqnr_db"] < 30
+    assert rows[0]["introduced_sqnr_db"] == pytest.approx(rows[0]["sqnr_db"])  # the first error: all its own
+
+
+def test_two_changed_layers_share_the_noise_and_the_larger_change_ranks_first():
+    model = three_convs()
+    after = perturbed(perturbed(model, "w1", 0.05), "w3", 0.4)
+    rows = layer_errors(model, after, feeds())
+    assert [r["layer"] for r in rows[:2]] == ["y", "a"]
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+
+
+def test_the_instrument_measures_a_lossy_pass_own_and_cumulative_error():
+    import dataclasses
+
+    from passes.base import Pass, PassResult, register
+
+    @register
+    class NoisyWeights(Pass):
+        """test-noisy-weights: adds noise to the weight named by `weight`."""
+
+        name = "test-noisy-weights"
+        lossless = False
+
+        @dataclasses.dataclass(frozen=True)
+        class Options:
+            weight: str = "w2"
+
+        def call(self, model):
+            noisy = perturbed(model, self.options.weight, 0.2)
+            model.graph.initializers[self.options.weight].const_value = noisy.graph.initializers[self.options.weight].const_value
+            return PassResult(model, modified=True)
+
+    model = three_convs()
+    instrument = AttributionInstrument(feeds())
+    result = PassManager("test-noisy-weights{weight=w2},fold,test-noisy-weights{weight=w1}", instruments=[instrument], feeds=feeds()).run(model)
+    lossy = [r for r in result.records if r.name == "test-noisy-weights"]
+    first, second = lossy[0].attribution, lossy[1].attribution
+    assert first["own"]["sqnr_db"] == pytest.approx(first["cumulative"]["sqnr_db"])
+    assert second["cumulative"]["sqnr_db"] < min(first["own"]["sqnr_db"], second["own"]["sqnr_db"])
+    assert first["layers"][0]["layer"] == "b" and second["layers"][0]["layer"] == "a"
+    assert all(r.attribution is None for r in result.records if r.name != "test-noisy-weights")
+
+
+def test_held_back_feeds_are_the_last_ones_when_there_are_enough():
+    many = Calibration.from_iterable([{"x": np.full((1,), i, np.float32)} for i in range(10)], source="ten arrays")
+    held, text = held_back_feeds(many, 4)
+    assert [int(f["x"][0]) for f in held] == [6, 7, 8, 9] and "last 4 of 10" in text
+    few = Calibration.from_iterable([{"x": np.full((1,), i, np.float32)} for i in range(5)], source="five arrays")
+    held, text = held_back_feeds(few, 4)
+    assert [int(f["x"][0]) for f in held] == [0, 1, 2, 3] and text == "five arrays"
