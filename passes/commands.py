@@ -217,6 +217,10 @@ def _print_summary(report: dict, out_dir: Path) -> None:
         if target["compiled"]:
             library = next((a["path"] for a in target["artifacts"] if a["role"] == "library"), "-")
             console.print(f"{target['target']}: {library}")
+            for note in target.get("notes", ()):
+                if note.startswith("check skipped"):  # e.g. ARM without qemu: say how to get the check
+                    hint = " (to check ARM libraries here: bash tools/setup_arm.sh)" if "setup_arm" in note else ""
+                    console.print(f"[yellow]{target['target']}: NOT checked against ONNX Runtime: {note}{hint}[/yellow]", highlight=False)
         else:
             console.print(f"{target['target']}: not compiled: {target['error']}")
     attribution = report.get("error_attribution")

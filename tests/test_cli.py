@@ -217,3 +217,16 @@ def test_a_lossy_pipeline_within_min_sqnr_writes_the_attribution_and_says_loudly
 def test_min_sqnr_needs_verification(tmp_path, tiny_model_path, capsys):
     assert run_cli("optimize", tiny_model_path, "--passes", "quantize", "--min-sqnr", "20", "--verify", "off", "-o", tmp_path / "o") == 2
     assert "--min-sqnr needs the outputs measured" in capsys.readouterr().err
+
+
+def test_an_unchecked_arm_library_says_how_to_get_the_check(tmp_path, capsys):
+    from passes.commands import _print_summary
+
+    totals = {"nodes": 2, "params": 4, "macs": 8, "weight_bytes": 16, "stored_weight_bytes": 16}
+    note = "check skipped: cannot run aarch64 code here (missing qemu-aarch64-static (Debian qemu-user-static; run tools/setup_arm.sh))"
+    report = {"pipeline": "fold", "before": totals, "after": totals, "passes": [], "rolled_back": [],
+              "verification": {"final_error": None, "inputs": "none"},
+              "targets": [{"target": "arm-a72", "compiled": True, "artifacts": [{"role": "library", "path": "m.so"}], "notes": [note]}]}
+    _print_summary(report, tmp_path)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "arm-a72: NOT checked against ONNX Runtime" in out and "bash tools/setup_arm.sh" in out
