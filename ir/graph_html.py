@@ -4,7 +4,8 @@ Everything is inline (no network, no external files), so the page opens from a f
 written here, laid out by ``ir.graph_layout``; the script only reacts: a click on a node shows its
 details in the side panel (attributes, inputs with weight shapes and statistics, outputs, cost in each
 model), the search box marks nodes whose name or op contains the text (Enter goes to the next one),
-the zoom buttons scale the drawing, and ``page.html#node=KEY`` opens with that node selected. When the
+the zoom buttons scale the drawing; ``page.html#node=KEY`` opens with that node selected and
+``page.html#search=TEXT`` with that search done. When the
 script has run it sets ``data-ready`` on ``<body>`` (the browser tests wait for it).
 
 Colours: removed nodes red, added green, changed amber, unchanged grey, collapsed runs of unchanged
@@ -123,6 +124,8 @@ SCRIPT = r"""
   document.getElementById('zoom-fit').addEventListener('click', () => setZoom(svg.parentElement.clientWidth / baseWidth));
   const m = /^#node=(.+)$/.exec(location.hash);
   if (m) show(decodeURIComponent(m[1]), true);
+  const q = /^#search=(.+)$/.exec(location.hash);
+  if (q) { query.value = decodeURIComponent(q[1]); search(); }
   document.body.dataset.ready = '1';
 })();
 """

@@ -50,6 +50,13 @@ def test_the_script_runs_and_opening_a_node_shows_what_changed(tmp_path, page):
     assert re.search(rf'<g class="n changed sel" data-k="{changed}"', dom)  # selected on both sides
 
 
+def test_searching_by_op_marks_the_matching_nodes_on_both_sides(tmp_path, page):
+    path, _ = page
+    dom = chromium(tmp_path, "--dump-dom", f"{path.as_uri()}#search=relu").stdout
+    assert len(re.findall(r'<g class="n [a-z]+ hit"', dom)) == 2  # Relu, drawn before and after
+    assert re.search(r'<span id="graph-found"[^>]*>1 found</span>', dom)
+
+
 def test_the_screenshot_shows_nodes_and_the_changed_and_removed_ones_in_their_colours(tmp_path, page):
     import numpy as np
     from PIL import Image
