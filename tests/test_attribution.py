@@ -103,3 +103,19 @@ def test_held_back_feeds_are_the_last_ones_when_there_are_enough():
     few = Calibration.from_iterable([{"x": np.full((1,), i, np.float32)} for i in range(5)], source="five arrays")
     held, text = held_back_feeds(few, 4)
     assert [int(f["x"][0]) for f in held] == [0, 1, 2, 3] and text == "five arrays"
+
+
+def test_a_pruned_layer_shows_its_error_at_its_refitted_consumer():
+    from tests.prune.test_prune import chain_model, correlated_feeds, run_prune
+
+    before = chain_model()
+    after = io.copy_model(before)
+    pass_, _ = run_prune(after, correlated_feeds(24, 1), ratio=0.5, round=1)
+    rows = layer_errors(before, after, correlated_feeds(4, 7))
+    by_layer = {row["layer"]: row for row in rows}
+    pruned = [name for name, row in by_layer.items() if row["sqnr_db"] is None]
+    compared = [row for row in rows if row["sqnr_db"] is not None]
+    assert pruned and all("output shape changed" in by_layer[name]["note"] for name in pruned)
+    # The consumers of the pruned channels read fewer input channels: that is where the error enters.
+    assert compared and compared[0]["change"].startswith("weight [")
+    assert compared[0]["share"] == max(row["share"] for row in compared)
