@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto
 from onnx import helper as h
 
-from passes.cli import join_target_flags, main
+from passes.app.cli import join_target_flags, main
 
 
 def run_cli(*args: str) -> int:
@@ -220,7 +220,7 @@ def test_min_sqnr_needs_verification(tmp_path, tiny_model_path, capsys):
 
 
 def test_an_unchecked_arm_library_says_how_to_get_the_check(tmp_path, capsys):
-    from passes.commands import _print_summary
+    from passes.app.commands import _print_summary
 
     totals = {"nodes": 2, "params": 4, "macs": 8, "weight_bytes": 16, "stored_weight_bytes": 16}
     note = "check skipped: cannot run aarch64 code here (missing qemu-aarch64-static (Debian qemu-user-static; run tools/setup_arm.sh))"

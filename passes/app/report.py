@@ -7,8 +7,8 @@ import platform
 from importlib import metadata
 from typing import Any
 
-from passes.attribution_report import RANDOM_INPUTS_WARNING, pass_verdict
-from passes.attribution_report import markdown as attribution_markdown
+from passes.app.attribution_report import RANDOM_INPUTS_WARNING, pass_verdict
+from passes.app.attribution_report import markdown as attribution_markdown
 from passes.manager import RunResult
 
 

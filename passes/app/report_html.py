@@ -18,7 +18,7 @@ import math
 from typing import Any
 
 from ir.diff_html import _num, _table, page
-from passes.attribution_report import RANDOM_INPUTS_WARNING, _db
+from passes.app.attribution_report import RANDOM_INPUTS_WARNING, _db
 
 BAR_LAYERS = 30
 PLOT_W, PLOT_H, PAD = 420, 260, 48
