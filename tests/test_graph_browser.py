@@ -76,3 +76,25 @@ def test_the_screenshot_shows_nodes_and_the_changed_and_removed_ones_in_their_co
     assert count(graph_html.COLOURS["changed"]) > 1.2 * box
     assert count(graph_html.COLOURS["removed"]) > 0.6 * box
     assert count(graph_html.COLOURS["same"]) > 1.2 * box  # Relu and the input, on both sides
+
+
+def test_a_real_detector_diff_page_renders_every_box_and_opens_a_changed_node(tmp_path):
+    from ir import io, shapes
+    from models import zoo
+    from passes.manager import PassManager
+
+    if not zoo.available("ppocr-det"):
+        pytest.skip("rapidocr-onnxruntime is not installed")
+    path = zoo.model_path("ppocr-det")
+    before = io.load(path)
+    shapes.fix_input_shapes(before, zoo.default_input_shapes("ppocr-det"))
+    after = PassManager("fold", verify="off").run(io.copy_model(before)).model
+    text = diff_html.render_html(diff.structural_diff(before, after), models=(before, after), paths=(str(path), "folded"))
+    page = tmp_path / "det.html"
+    page.write_text(text)
+    data = json.loads(re.search(r'id="graph-data">(.*?)</script>', text, re.S).group(1))
+    changed = next(key for key, node in data.items() if node["state"] == "changed" and node["op"] == "Conv")
+    dom = chromium(tmp_path, "--dump-dom", f"{page.as_uri()}#node={changed}").stdout
+    assert re.search(r'<body[^>]*data-ready="1"', dom)
+    assert dom.count('<g class="n ') == text.count('<g class="n ') > 300
+    assert re.search(rf'<aside id="details"[^>]*data-node="{changed}"', dom)

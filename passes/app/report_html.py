@@ -114,6 +114,7 @@ def _scatter(points, axis: int, label: str) -> str:
              f'<text x="14" y="{PLOT_H / 2}" transform="rotate(-90 14 {PLOT_H / 2})" text-anchor="middle" font-size="12">output SQNR (dB)</text>']
     for value in (bottom, (bottom + top) / 2, top):
         parts.append(f'<text x="{PAD - 4}" y="{sy(value) + 4:.1f}" text-anchor="end" font-size="10">{"exact" if value == top else f"{value:.0f}"}</text>')
+    parts.append(f'<text x="{PAD}" y="{PLOT_H - PAD + 14}" font-size="10">0</text>')
     parts.append(f'<text x="{PLOT_W - PAD}" y="{PLOT_H - PAD + 14}" text-anchor="end" font-size="10">{x_hi:,.0f}</text>')
     previous = None
     for name, *values in points:
