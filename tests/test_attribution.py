@@ -119,3 +119,23 @@ def test_a_pruned_layer_shows_its_error_at_its_refitted_consumer():
     # The consumers of the pruned channels read fewer input channels: that is where the error enters.
     assert compared and compared[0]["change"].startswith("weight [")
     assert compared[0]["share"] == max(row["share"] for row in compared)
+
+
+def test_the_report_joins_the_pass_rows_by_layer_and_keeps_layers_it_could_not_match():
+    from passes.app.attribution_report import markdown, summary
+    from passes.manager import PassRecord
+
+    own = {"sqnr_db": 20.0, "cosine": 0.99, "max_abs": 0.1, "max_rel": 0.1, "feeds": 4}
+    record = PassRecord("decompose", "decompose{rank=8}", 0, 0.1, True)
+    record.layers = [{"layer": "conv1", "op": "Conv", "action": "svd rank 8", "sqnr_db": 25.0},
+                     {"layer": "conv9", "op": "Conv", "action": "svd rank 4", "sqnr_db": 12.0}]
+    record.attribution = {"own": own, "cumulative": own, "layers": [
+        {"layer": "conv1", "op": "Conv", "change": "weight [8, 4, 3, 3] -> [8, 4, 1, 3]", "sqnr_db": 24.0, "input_sqnr_db": math.inf,
+         "introduced": 10 ** -2.4, "introduced_sqnr_db": 24.0, "share": 1.0}]}
+    data = summary([record], own, "4 held-back feeds", random_inputs=False)
+    rows = data["passes"][0]["layers"]
+    assert [r["layer"] for r in rows] == ["conv9", "conv1"]  # 12 dB introduced is worse than 24 dB
+    assert rows[1]["action"] == "svd rank 8" and rows[1]["pass_sqnr_db"] == 25.0 and rows[1]["sqnr_db"] == 24.0
+    assert rows[0]["share"] is None and "measured by the pass" in rows[0]["note"]
+    text = "\n".join(markdown({"error_attribution": data}))
+    assert "| `conv9` | Conv | svd rank 4 | 12.0 dB | - | 12.0 dB |" in text

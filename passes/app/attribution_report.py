@@ -33,8 +33,18 @@ def summary(records, final: dict | None, feeds_source: str, *, random_inputs: bo
         own_rows = {row.get("layer"): row for row in record.layers if isinstance(row, dict)}
         layers = []
         for row in record.attribution["layers"]:
-            extra = own_rows.get(row["layer"], {})
-            layers.append({**{k: v for k, v in extra.items() if k not in row}, **row})
+            extra = own_rows.pop(row["layer"], {})
+            merged = {**{k: v for k, v in extra.items() if k not in row}, **row}
+            if "sqnr_db" in extra:
+                merged["pass_sqnr_db"] = extra["sqnr_db"]
+            layers.append(merged)
+        # Layers the pass reports but that cannot be matched by name here (a layer replaced by new
+        # ones, e.g. a decomposition): the pass's own figure stands for them.
+        for name, extra in own_rows.items():
+            if name and isinstance(extra.get("sqnr_db"), (int, float)):
+                layers.append({**extra, "introduced_sqnr_db": extra["sqnr_db"], "introduced": _noise(extra["sqnr_db"]),
+                               "share": None, "note": "measured by the pass (not matched by name)"})
+        layers.sort(key=lambda r: -r["introduced"] if r.get("introduced") is not None and math.isfinite(r["introduced"]) else 0.0)
         passes.append({"pass": record.text, "own": record.attribution["own"], "cumulative": record.attribution["cumulative"],
                        "pass_fidelity": record.fidelity, "layers": layers, "skipped": record.skipped,
                        "after": record.after})
@@ -79,8 +89,9 @@ def markdown(report: dict) -> list[str]:
             continue
         lines += ["| layer | op | action | introduced SQNR | share | SQNR at its output |", "|---|---|---|---:|---:|---:|"]
         for row in rows[:MARKDOWN_LAYERS]:
-            lines.append(f"| `{row['layer']}` | {row['op']} | {row.get('action') or row.get('change', '')} | {_db(row['introduced_sqnr_db'])} | "
-                         f"{row['share']:.1%} | {_db(row['sqnr_db'])} |")
+            share = "-" if row.get("share") is None else f"{row['share']:.1%}"
+            lines.append(f"| `{row['layer']}` | {row.get('op', '')} | {row.get('action') or row.get('change', '')} | {_db(row['introduced_sqnr_db'])} | "
+                         f"{share} | {_db(row['sqnr_db'])} |")
         if len(rows) > MARKDOWN_LAYERS:
             lines.append(f"\n{len(rows) - MARKDOWN_LAYERS} more in report.json and report.html.")
         changed_shape = [r["layer"] for r in entry["layers"] if r.get("sqnr_db") is None]
@@ -98,11 +109,15 @@ def check_budget(data: dict | None, min_sqnr: float) -> None:
         return
     worst = min(data["passes"], key=lambda p: p["own"]["sqnr_db"])
     layers = [r for r in worst["layers"] if r.get("sqnr_db") is not None][:3]
-    named = ", ".join(f"{r['layer']} ({r['share']:.0%} of the noise, {_db(r['introduced_sqnr_db'])})" for r in layers) or "none comparable by name"
+    named = ", ".join(f"{r['layer']} ({_share(r)}{_db(r['introduced_sqnr_db'])})" for r in layers) or "none comparable by name"
     raise BudgetError(
         f"output SQNR {_db(final)} is below --min-sqnr {min_sqnr:g} dB on {data['measured_on']}: "
         f"pass '{worst['pass']}' costs most (own SQNR {_db(worst['own']['sqnr_db'])}); its worst layers: {named}; nothing was written"
     )
+
+
+def _share(row: dict) -> str:
+    return f"{row['share']:.0%} of the noise, " if row.get("share") is not None else ""
 
 
 def _noise(sqnr_db: float) -> float:

@@ -76,11 +76,11 @@ def _bars(layers: list[dict]) -> str:
     parts = [f'<svg class="bars" width="{label_w + bar_w + 200}" height="{height}">']
     for i, row in enumerate(rows):
         y = i * line + 4
-        width = max(1.0, row["share"] * bar_w)
-        name = row["layer"] if len(row["layer"]) <= 38 else row["layer"][:37] + "\u2026"
-        parts.append(f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end" font-size="11">{_esc(name)} ({_esc(row["op"])})</text>')
+        width = max(1.0, (row.get("share") or 0.0) * bar_w)
+        name = str(row["layer"]) if len(row["layer"]) <= 38 else row["layer"][:37] + "\u2026"
+        parts.append(f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end" font-size="11">{_esc(name)} ({_esc(row.get("op", ""))})</text>')
         parts.append(f'<rect x="{label_w}" y="{y + 2}" width="{width:.1f}" height="{line - 5}" fill="#e65100"/>')
-        parts.append(f'<text x="{label_w + width + 6:.1f}" y="{y + 12}" font-size="11">{row["share"]:.1%} · {_db(row["introduced_sqnr_db"])}'
+        parts.append(f'<text x="{label_w + width + 6:.1f}" y="{y + 12}" font-size="11">{_pct(row.get("share"))} · {_db(row["introduced_sqnr_db"])}'
                      f'{" · " + _esc(row.get("action") or row.get("change")) if row.get("action") or row.get("change") else ""}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
@@ -126,6 +126,10 @@ def _scatter(points, axis: int, label: str) -> str:
         previous = (x, y)
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _pct(share) -> str:
+    return "-" if share is None else f"{share:.1%}"
 
 
 def _esc(text) -> str:
