@@ -43,19 +43,23 @@ from ir.diff import output_errors
 from passes.instruments import Instrument
 
 HELD_BACK = 4
+# The most calibration feeds a built-in lossy pass reads by default (quantize: 32, prune: 16 + 4).
+CALIBRATION_USE = 32
 
 
 def held_back_feeds(calibration, n: int = HELD_BACK) -> tuple[list[dict], str]:
-    """The last ``n`` calibration feeds when there are at least ``2 n`` (passes calibrate on the first
-    ones), else the first ``n``; and a description for the report."""
+    """The last ``n`` calibration feeds (passes calibrate on the first ones) and a description for the
+    report: held back when the data are more than ``CALIBRATION_USE`` samples plus ``n``, else said to
+    overlap calibration. With ``n`` or fewer samples, all of them."""
     tail: collections.deque = collections.deque(maxlen=n)
     total = 0
     for feed in calibration:
         tail.append(feed)
         total += 1
-    if total >= 2 * n:
-        return list(tail), f"the last {n} of {total} samples of {calibration.source} (held back from calibration)"
-    return calibration.take(n), calibration.source
+    if total <= n:
+        return list(tail), calibration.source
+    held = "held back from calibration" if total >= CALIBRATION_USE + n else "also used for calibration"
+    return list(tail), f"the last {n} of {total} samples of {calibration.source} ({held})"
 
 
 def fidelity(reference_outputs: Sequence[dict], outputs: Sequence[dict]) -> dict:

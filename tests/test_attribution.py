@@ -96,13 +96,16 @@ def test_the_instrument_measures_a_lossy_pass_own_and_cumulative_error():
     assert all(r.attribution is None for r in result.records if r.name != "test-noisy-weights")
 
 
-def test_held_back_feeds_are_the_last_ones_when_there_are_enough():
-    many = Calibration.from_iterable([{"x": np.full((1,), i, np.float32)} for i in range(10)], source="ten arrays")
-    held, text = held_back_feeds(many, 4)
-    assert [int(f["x"][0]) for f in held] == [6, 7, 8, 9] and "last 4 of 10" in text
-    few = Calibration.from_iterable([{"x": np.full((1,), i, np.float32)} for i in range(5)], source="five arrays")
-    held, text = held_back_feeds(few, 4)
-    assert [int(f["x"][0]) for f in held] == [0, 1, 2, 3] and text == "five arrays"
+def test_held_back_feeds_are_the_last_ones_and_say_whether_calibration_saw_them():
+    def arrays(n):
+        return Calibration.from_iterable([{"x": np.full((1,), i, np.float32)} for i in range(n)], source=f"{n} arrays")
+
+    held, text = held_back_feeds(arrays(40), 4)
+    assert [int(f["x"][0]) for f in held] == [36, 37, 38, 39] and text == "the last 4 of 40 samples of 40 arrays (held back from calibration)"
+    held, text = held_back_feeds(arrays(10), 4)
+    assert [int(f["x"][0]) for f in held] == [6, 7, 8, 9] and "also used for calibration" in text
+    held, text = held_back_feeds(arrays(3), 4)
+    assert len(held) == 3 and text == "3 arrays"
 
 
 def test_a_pruned_layer_shows_its_error_at_its_refitted_consumer():
