@@ -24,8 +24,11 @@ predecessors (walking back through unmatched nodes such as inserted Q/DQ pairs; 
 as exact): the noise that appears at this layer, as if noise added along the way passed on with unit
 gain. It is shown as a SQNR in dB (``introduced_sqnr_db``, the SQNR the layer would have if it were
 the only error) and as a share of all the noise the layers introduce (``share``). Rows are ranked by
-the noise introduced, the worst first; layers whose output shape changed (a pruned layer's output
-channels) cannot be compared there and show their error at their consumers.
+the noise introduced, the worst first. A layer that lost output channels (pruning) is compared on the
+channels it kept, matched to the original ones by correlation (``match_channels``), with zeros in
+place of the removed ones: the energy of the removed channels is the error it introduces (a refitted
+consumer that wins some of it back introduces none). When no good match exists, the layer cannot be
+compared and its error shows at its consumers.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ def layer_errors(before: ir.Model, after: ir.Model, feeds: Sequence[dict]) -> li
     signal: dict[str, float] = collections.defaultdict(float)
     noise: dict[str, float] = collections.defaultdict(float)
     shape_changed: set[str] = set()
+    channel_maps: dict[str, np.ndarray | None] = {}
     for feed in feeds:
         want = runtime.run(session_b, {k: v for k, v in feed.items() if k in runtime.input_specs(before)})
         got = runtime.run(session_a, {k: v for k, v in feed.items() if k in runtime.input_specs(after)})
@@ -111,8 +115,12 @@ def layer_errors(before: ir.Model, after: ir.Model, feeds: Sequence[dict]) -> li
             if ref is None or out is None:
                 continue
             if np.shape(ref) != np.shape(out):
-                shape_changed.add(name)
-                continue
+                if name not in channel_maps:
+                    channel_maps[name] = match_channels(np.asarray(ref), np.asarray(out))
+                if channel_maps[name] is None:
+                    shape_changed.add(name)
+                    continue
+                out = _zero_filled(np.asarray(ref), np.asarray(out), channel_maps[name])
             ref64 = np.asarray(ref, dtype=np.float64)
             signal[name] += float(np.sum(ref64**2))
             noise[name] += float(np.sum((ref64 - np.asarray(out, dtype=np.float64)) ** 2))
@@ -170,6 +178,40 @@ def _changed(node_b: ir.Node, node_a: ir.Node, matched_a: set[ir.Node]) -> str:
 
 def _attributes(node: ir.Node) -> dict:
     return {name: repr(attr.value) for name, attr in node.attributes.items()}
+
+
+def match_channels(reference: np.ndarray, pruned: np.ndarray, min_correlation: float = 0.5) -> np.ndarray | None:
+    """For an output that lost channels (axis 1): the reference channel each remaining channel is, by
+    the assignment of highest total correlation; None when the shapes differ otherwise or the match
+    is poor (mean correlation below ``min_correlation``)."""
+    if reference.ndim < 2 or reference.ndim != pruned.ndim or pruned.shape[1] >= reference.shape[1]:
+        return None
+    if reference.shape[:1] + reference.shape[2:] != pruned.shape[:1] + pruned.shape[2:]:
+        return None
+    from scipy.optimize import linear_sum_assignment
+
+    def rows(array):
+        flat = np.moveaxis(array, 1, 0).reshape(array.shape[1], -1).astype(np.float64)
+        flat -= flat.mean(axis=1, keepdims=True)
+        norms = np.linalg.norm(flat, axis=1, keepdims=True)
+        return flat / np.where(norms > 0, norms, 1.0)
+
+    correlation = rows(pruned) @ rows(reference).T
+    kept, original = linear_sum_assignment(-correlation)
+    if float(correlation[kept, original].mean()) < min_correlation:
+        return None
+    mapping = np.empty(pruned.shape[1], dtype=np.int64)
+    mapping[kept] = original
+    return mapping
+
+
+def _zero_filled(reference: np.ndarray, pruned: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """The pruned output in the reference's shape, removed channels as zeros (so they count as error)."""
+    filled = np.zeros(reference.shape, dtype=np.float64)
+    index = [slice(None)] * reference.ndim
+    index[1] = mapping
+    filled[tuple(index)] = pruned
+    return filled
 
 
 def _rel_db(relative: float) -> float:

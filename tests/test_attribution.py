@@ -108,20 +108,31 @@ def test_held_back_feeds_are_the_last_ones_and_say_whether_calibration_saw_them(
     assert len(held) == 3 and text == "3 arrays"
 
 
-def test_a_pruned_layer_shows_its_error_at_its_refitted_consumer():
+def test_a_pruned_layer_counts_its_removed_channels_as_error_and_its_refitted_consumer_wins_some_back():
     from tests.prune.test_prune import chain_model, correlated_feeds, run_prune
 
     before = chain_model()
     after = io.copy_model(before)
-    pass_, _ = run_prune(after, correlated_feeds(24, 1), ratio=0.5, round=1)
+    run_prune(after, correlated_feeds(24, 1), ratio=0.5, round=1)
     rows = layer_errors(before, after, correlated_feeds(4, 7))
     by_layer = {row["layer"]: row for row in rows}
-    pruned = [name for name, row in by_layer.items() if row["sqnr_db"] is None]
-    compared = [row for row in rows if row["sqnr_db"] is not None]
-    assert pruned and all("output shape changed" in by_layer[name]["note"] for name in pruned)
-    # The consumers of the pruned channels read fewer input channels: that is where the error enters.
-    assert compared and compared[0]["change"].startswith("weight [")
-    assert compared[0]["share"] == max(row["share"] for row in compared)
+    assert [row["layer"] for row in rows] == ["a", "b", "y"]  # a lost the most of its output first
+    assert by_layer["a"]["change"] == "weight [8, 4, 3, 3] -> [4, 4, 3, 3]" and math.isinf(by_layer["a"]["input_sqnr_db"])
+    assert by_layer["a"]["sqnr_db"] < 10  # half its channels are gone
+    # The last Conv was refitted by least squares: its output is closer to the original than its input.
+    assert by_layer["y"]["sqnr_db"] > by_layer["y"]["input_sqnr_db"] and by_layer["y"]["introduced"] == 0.0
+
+
+def test_channels_that_remain_are_matched_to_the_original_ones():
+    from passes.attribution import match_channels
+
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal((2, 6, 5, 5))
+    kept = [4, 0, 3]
+    pruned = reference[:, kept] + 0.01 * rng.standard_normal((2, 3, 5, 5))
+    assert match_channels(reference, pruned).tolist() == kept
+    assert match_channels(reference, rng.standard_normal((2, 3, 5, 5))) is None  # nothing alike
+    assert match_channels(reference, reference[:, :, :4]) is None  # not a channel change
 
 
 def test_the_report_joins_the_pass_rows_by_layer_and_keeps_layers_it_could_not_match():
