@@ -79,7 +79,7 @@ def markdown(report: dict) -> list[str]:
     noises = [_noise(p["own"]["sqnr_db"]) for p in data["passes"]]
     total = sum(n for n in noises if math.isfinite(n)) or 0.0
     for entry, noise in zip(data["passes"], noises):
-        share = f"{noise / total:.0%}" if total and math.isfinite(noise) else "-"
+        share = f"{noise / total:.1%}" if total and math.isfinite(noise) else "-"
         lines.append(f"| `{entry['pass']}` | {_db(entry['own']['sqnr_db'])} | {_db(entry['cumulative']['sqnr_db'])} | {share} |")
     for entry in data["passes"]:
         rows = [r for r in entry["layers"] if r.get("sqnr_db") is not None]

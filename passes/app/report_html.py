@@ -4,9 +4,9 @@ Self-contained (inline CSS and SVG, no script, no network). Sections: the run (i
 output, where it was measured; a loud banner when a lossy result was measured on random inputs),
 totals, the passes that changed the model, and for lossy pipelines:
 
-- a trade-off plot: output SQNR against parameters and against MACs after each lossy pass (the input
-  model, exact, on the top edge), so the cost of each step in accuracy and what it bought are one
-  glance;
+- a trade-off plot: output SQNR against size (stored weight bytes) and against MACs after each lossy
+  pass (the input model, exact, on the top edge), so the cost of each step in accuracy and what it
+  bought are one glance;
 - per lossy pass, bars of the noise each changed layer introduces (its share of the pass's noise),
   worst first, labelled with the layer's introduced SQNR.
 """
@@ -68,12 +68,12 @@ def _passes(report) -> str:
 
 
 def _bars(layers: list[dict]) -> str:
-    rows = [r for r in layers if r.get("sqnr_db") is not None][:BAR_LAYERS]
+    rows = [r for r in layers if r.get("sqnr_db") is not None and (r.get("introduced") or 0) > 0][:BAR_LAYERS]
     if not rows:
-        return '<p class="muted">no changed layer could be compared by name</p>'
+        return '<p class="muted">no changed layer compared by name introduces noise</p>'
     line, label_w, bar_w = 18, 260, 360
     height = line * len(rows) + 8
-    parts = [f'<svg class="bars" width="{label_w + bar_w + 200}" height="{height}">']
+    parts = [f'<svg class="bars" width="{label_w + bar_w + 420}" height="{height}">']
     for i, row in enumerate(rows):
         y = i * line + 4
         width = max(1.0, (row.get("share") or 0.0) * bar_w)
@@ -87,18 +87,20 @@ def _bars(layers: list[dict]) -> str:
 
 
 def _tradeoff(report, attribution) -> str:
-    points = [("input", report["before"].get("params", 0), report["before"].get("macs", 0), math.inf)]
+    # Size is what the file holds for the weights: int8 or clustered weights count at their stored size.
+    before = report["before"]
+    points = [("input", before.get("stored_weight_bytes", before.get("weight_bytes", 0)), before.get("macs", 0), math.inf)]
     for entry in attribution["passes"]:
         after = entry.get("after") or {}
-        points.append((entry["pass"], after.get("params", 0), after.get("macs", 0), entry["cumulative"]["sqnr_db"]))
-    return '<div style="display:flex;gap:24px">' + _scatter(points, 1, "parameters") + _scatter(points, 2, "MACs") + "</div>"
+        points.append((entry["pass"], after.get("stored_weight_bytes", after.get("weight_bytes", 0)), after.get("macs", 0), entry["cumulative"]["sqnr_db"]))
+    return '<div style="display:flex;gap:24px">' + _scatter(points, 1, "stored weight bytes") + _scatter(points, 2, "MACs") + "</div>"
 
 
 def _scatter(points, axis: int, label: str) -> str:
     xs = [p[axis] for p in points]
     finite = [p[3] for p in points if math.isfinite(p[3])]
-    top = max(finite, default=0.0) + 10.0  # exact results sit on the top edge
-    bottom = min(finite, default=0.0) - 5.0
+    top = math.ceil(max(finite, default=0.0) + 10.0)  # exact results sit on the top edge
+    bottom = math.floor(min(finite, default=0.0) - 5.0)
     x_lo, x_hi = 0.0, max(xs) * 1.05 or 1.0
 
     def sx(v):
@@ -117,12 +119,16 @@ def _scatter(points, axis: int, label: str) -> str:
     parts.append(f'<text x="{PAD}" y="{PLOT_H - PAD + 14}" font-size="10">0</text>')
     parts.append(f'<text x="{PLOT_W - PAD}" y="{PLOT_H - PAD + 14}" text-anchor="end" font-size="10">{x_hi:,.0f}</text>')
     previous = None
+    placed: list[tuple[float, float]] = []
     for name, *values in points:
         x, y = sx(values[axis - 1]), sy(values[2])
+        # Points on top of each other (a pass that changes neither axis) get their labels stacked.
+        stacked = sum(1 for px, py in placed if abs(px - x) < 30 and abs(py - y) < 12)
+        placed.append((x, y))
         if previous:
             parts.append(f'<line x1="{previous[0]:.1f}" y1="{previous[1]:.1f}" x2="{x:.1f}" y2="{y:.1f}" stroke="#9aa3b2"/>')
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="#1a73e8"><title>{_esc(name)}</title></circle>')
-        parts.append(f'<text x="{x + 6:.1f}" y="{y - 6:.1f}" font-size="10">{_esc(name if len(name) < 28 else name[:27] + "…")}</text>')
+        parts.append(f'<text x="{x + 6:.1f}" y="{y - 6 + 12 * stacked:.1f}" font-size="10">{_esc(name if len(name) < 28 else name[:27] + "…")}</text>')
         previous = (x, y)
     parts.append("</svg>")
     return "".join(parts)
