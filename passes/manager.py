@@ -55,6 +55,10 @@ class PassRecord:
     notes: list[str] = dataclasses.field(default_factory=list)
     before: dict[str, int] | None = None
     after: dict[str, int] | None = None
+    # What a lossy pass reports (``Pass.layers``, ``Pass.skipped``, ``Pass.fidelity``).
+    layers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    fidelity: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -152,7 +156,7 @@ class PassManager:
     def _run_pass(self, step: PassStep, model: ir.Model, iteration: int) -> tuple[ir.Model, PassRecord]:
         pass_ = step.instance
         pass_.context = self.context
-        pass_.stats.clear()
+        pass_.clear_report()
         # Without verification there is nothing to roll back to: a failure stops the run instead.
         snapshot = io.to_proto(model) if self.verify != "off" else None
         for instrument in self.instruments:
@@ -174,6 +178,9 @@ class PassManager:
             record.verify_seconds = time.perf_counter() - verify_started
         record.stats = dict(pass_.stats)
         record.notes = list(pass_.notes)
+        record.layers = [dict(row) for row in pass_.layers]
+        record.skipped = [{"layer": layer, "reason": reason} for layer, reason in pass_.skipped]
+        record.fidelity = dict(pass_.fidelity) if pass_.fidelity else None
         if failure is not None:
             record.rolled_back = True
             if snapshot is None:

@@ -45,7 +45,6 @@ def load(name: str):
         return builders.build(name)
     model = io.load(zoo.model_path(name))
     shapes.fix_input_shapes(model, zoo.default_input_shapes(name))
-    import passes.fold  # noqa: F401  (registers fold-constants)
     from passes.base import create
 
     # PP-OCR computes Reshape targets from Shape: unfolded, the cost model misses the attention

@@ -23,7 +23,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ir import io
-from ir.channel_groups import constant_array
+from ir.channel_groups import weight_array
 from passes.base import Pass, PassResult, register
 from passes.prune.reconstruct import _set_input
 
@@ -52,7 +52,7 @@ class SparsifyPass(Pass):
         layers = []
         for node in list(model.graph):
             if node.op_type in LAYERS and len(node.inputs) > 1:
-                weight = constant_array(node.inputs[1])
+                weight = weight_array(node.inputs[1])
                 if weight is not None and weight.dtype.kind == "f" and weight.size >= self.options.min_size:
                     layers.append((node, weight))
         if not layers:

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from ir.constants import constant_array
 from ir.errors import InvalidModelError
 
 INT32 = np.iinfo(np.int32)
@@ -44,17 +45,6 @@ def raise_opset(model: ir.Model, minimum: int) -> bool:
     model.opset_imports.update(opsets)
     model.ir_version = max(model.ir_version, new.ir_version, 7)
     return True
-
-
-def constant_array(value: ir.Value | None) -> np.ndarray | None:
-    """The value's constant contents (initializer or Constant node), None for anything a caller may feed."""
-    if value is None or value.is_graph_input():
-        return None
-    try:
-        tensor = ir.convenience.get_const_tensor(value)
-        return None if tensor is None else tensor.numpy()
-    except Exception:  # a malformed Constant node or unreadable external data: not usable as a constant
-        return None
 
 
 def is_private(value: ir.Value) -> bool:
