@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -85,6 +86,7 @@ def test_a_new_pass_family_is_one_folder_and_runs_in_a_pipeline(tmp_path, monkey
     family.mkdir()
     (family / "__init__.py").write_text('"""A family of one pass."""\n')
     (family / "tag_model.py").write_text(textwrap.dedent(TOY_PASS))
+    pass_base.registered()  # the built-in passes register in the real registry, not in the copy below
     monkeypatch.setattr(passes, "__path__", [*passes.__path__, str(tmp_path)])
     monkeypatch.setattr(pass_base, "_REGISTRY", dict(pass_base._REGISTRY))
     monkeypatch.setattr(pass_base, "_LOADED_FAMILIES", set(pass_base._LOADED_FAMILIES))
@@ -102,6 +104,7 @@ def test_a_new_backend_is_one_file_and_compile_model_dispatches_to_it(tmp_path, 
     folder = tmp_path / "extra_backends"
     folder.mkdir()
     (folder / "onnx_copy_build.py").write_text(textwrap.dedent(TOY_BACKEND))
+    backend_base.registered_backends()  # likewise for the built-in backends
     monkeypatch.setattr(backends, "__path__", [*backends.__path__, str(folder)])
     monkeypatch.setattr(backend_base, "_REGISTRY", dict(backend_base._REGISTRY))
     monkeypatch.setattr(backend_base, "_LOADED", set(backend_base._LOADED))
@@ -131,3 +134,49 @@ def test_the_pass_library_imports_no_backend_and_only_the_app_ties_them():
     assert library and not offenders
     backend_files = list((ROOT / "backends").rglob("*.py"))
     assert not {str(p.relative_to(ROOT)) for p in backend_files if any(m == "passes" or m.startswith("passes.") for m in _imported_modules(p))}
+
+
+SMALL_CNN = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,8,8,8] x) => (float[1,10] y) {
+    a = Conv <pads = [1,1,1,1]> (x, w1, b1)
+    r = Relu(a)
+    c = Conv (r, w2, b2)
+    s = Add(c, r)
+    p = GlobalAveragePool(s)
+    f = Flatten(p)
+    y = Gemm <transB = 1> (f, w3, b3)
+}
+"""
+
+LOSSY = {
+    "prune{ratio=0.5,round=1,calib=4,holdout=2}": ("a", "pruned 16/32 output channels", (2336, 1168)),
+    "prune-layers{blocks=1,calib=2,holdout=2}": ("Add -> 's'", "removed (1 nodes)", (1056, 0)),
+    "quantize": ("a", "int8", (2336, 2336)),
+    "quantize-dynamic": ("y", "int8 weights (per channel), dynamic int8 activations", (330, 330)),
+    "quantize-weights{block_size=16}": ("a", "int4 weights, blocks of 16, gptq rounding", (2336, 2336)),
+    "cluster{min_size=16}": ("a", "16 shared values (index)", (2336, 2336)),
+}
+
+
+@pytest.mark.parametrize("pipeline", list(LOSSY))
+def test_every_lossy_pass_reports_its_layers_and_measured_error_to_the_manager(pipeline):
+    import onnx_ir as ir
+
+    from passes.calibration import Calibration
+    from passes.manager import PassContext
+
+    proto = onnx.parser.parse_model(SMALL_CNN)
+    rng = np.random.default_rng(0)
+    for name, shape in {"w1": (32, 8, 3, 3), "b1": (32,), "w2": (32, 32, 1, 1), "b2": (32,), "w3": (10, 32), "b3": (10,)}.items():
+        proto.graph.initializer.append(onnx.numpy_helper.from_array((rng.standard_normal(shape) * 0.2).astype(np.float32), name))
+    model = ir.serde.deserialize_model(proto)
+    calibration = Calibration.generated_for(model, n=8)
+    (record,) = PassManager(pipeline, context=PassContext({}, calibration), feeds=calibration.take(2)).run(model).records
+    assert record.modified and not record.failure
+    layer, action, (params_before, params_after) = LOSSY[pipeline]
+    row = next(row for row in record.layers if row["layer"] == layer)
+    assert row["action"] == action and (row["params_before"], row["params_after"]) == (params_before, params_after)
+    assert all({"op", "macs_before", "macs_after"} <= set(r) for r in record.layers)
+    assert record.fidelity["feeds"] >= 2 and 0 < record.fidelity["cosine"] <= 1
+    assert set(record.fidelity) >= {"max_abs", "max_rel", "sqnr_db", "cosine"}
