@@ -57,7 +57,8 @@ def output_error(reference: np.ndarray, actual: np.ndarray) -> OutputError:
         return OutputError(0.0, magnitude, exact)
     got = actual.astype(np.float64)
     equal = (ref == got) | (np.isnan(ref) & np.isnan(got))
-    error = np.where(equal, 0.0, np.abs(ref - got))
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN here, and NaN counts as an infinite error
+        error = np.where(equal, 0.0, np.abs(ref - got))
     return OutputError(float(np.max(np.where(np.isnan(error), np.inf, error))), magnitude, exact)
 
 
@@ -186,7 +187,7 @@ def _finite_pair(reference: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray,
 def _sqnr(signal: float, noise: float) -> float:
     if noise == 0.0:
         return math.inf
-    if signal == 0.0:
+    if signal == 0.0 or noise == math.inf:
         return -math.inf
     return 10.0 * math.log10(signal / noise)
 
