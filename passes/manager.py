@@ -10,6 +10,10 @@ Rules:
 - A pass that raises, breaks structure or breaks equivalence is rolled back (the model before it is
   restored) and named in its record; with ``strict=True`` (or ``verify="off"``, which keeps no copy to
   roll back to) the run stops with ``PassFailedError``.
+- Each pass run has a record: timing, whether it changed the model, its verification, statistics and
+  notes, and what a lossy pass reported (``Pass.layers``, ``Pass.skipped``, ``Pass.fidelity``:
+  ``PassRecord.layers``, ``.skipped`` as ``{"layer", "reason"}`` entries, ``.fidelity``), cleared
+  before every run of the pass.
 - The pipeline string is recorded in the output model's metadata under ``graphpress.pipeline``.
 """
 
