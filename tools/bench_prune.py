@@ -99,7 +99,6 @@ def accuracy(name: str, model, n: int) -> float | None:
 
 
 def run_pass(name, base, base_run, cal, feed, pass_name, options, args) -> dict:
-    import passes.prune  # noqa: F401
     from ir import cost, io
     from passes.base import create
     from passes.manager import PassContext

@@ -18,7 +18,6 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from ir.constants import constant_array
 from ir.errors import InvalidModelError
 
 INT32 = np.iinfo(np.int32)
