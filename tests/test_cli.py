@@ -188,4 +188,4 @@ def test_a_lossy_pass_reports_each_layer_what_it_skipped_and_its_measured_error(
     markdown = (out / "report.md").read_text()
     assert f"### `{pipeline}`" in markdown
     assert "| `a` | Conv | pruned 8/16 output channels | 576 | 288 | 20,736 | 10,368 |" in markdown
-    assert "- `Conv -> 'y'`: " in markdown and "measured output error on 2 held-back feeds" in markdown
+    assert "- `Conv -> 'y'`: " in markdown and "measured output error on 2 feeds" in markdown

@@ -116,11 +116,11 @@ def _layer_report_lines(records: list[dict[str, Any]]) -> list[str]:
         layers, skipped, measured = record.get("layers") or [], record.get("skipped") or [], record.get("fidelity")
         if not (layers or skipped or measured):
             continue
-        lines += ["", f"### `{record['text']}`" + (" (rolled back)" if record["rolled_back"] else ""), ""]
+        lines += ["", f"### `{record['text']}`" + (" (rolled back)" if record["rolled_back"] else "")]
         if measured:
             figures = ", ".join(f"{key} {_number(measured[key])}" for key in ("max_abs", "max_rel", "sqnr_db", "cosine", "top1_agreement") if key in measured)
-            feeds = f" on {measured['feeds']} held-back feeds" if measured.get("feeds") else ""
-            lines.append(f"- measured output error{feeds}: {figures}")
+            feeds = f" on {measured['feeds']} feeds" if measured.get("feeds") else ""
+            lines += ["", f"- measured output error{feeds}: {figures}"]
         if layers:
             with_sqnr = any("sqnr_db" in row for row in layers)
             header = "| layer | op | action | params before | params after | MACs before | MACs after |" + (" SQNR (dB) |" if with_sqnr else "")
@@ -131,7 +131,7 @@ def _layer_report_lines(records: list[dict[str, Any]]) -> list[str]:
                     cells.append(_number(row.get("sqnr_db")))
                 lines.append("| " + " | ".join(cells) + " |")
             if len(layers) > MAX_LAYER_ROWS:
-                lines.append(f"\n... and {len(layers) - MAX_LAYER_ROWS} more layers (all of them in report.json)")
+                lines += ["", f"... and {len(layers) - MAX_LAYER_ROWS} more layers (all of them in report.json)"]
         if skipped:
             lines += ["", f"Skipped ({len(skipped)}):"] + [f"- `{entry['layer']}`: {entry['reason']}" for entry in skipped[:MAX_LAYER_ROWS]]
             if len(skipped) > MAX_LAYER_ROWS:
