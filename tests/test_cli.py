@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto
@@ -230,3 +231,36 @@ def test_an_unchecked_arm_library_says_how_to_get_the_check(tmp_path, capsys):
     _print_summary(report, tmp_path)
     out = " ".join(capsys.readouterr().out.split())
     assert "arm-a72: NOT checked against ONNX Runtime" in out and "bash tools/setup_arm.sh" in out
+
+
+CONV_CHAIN = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,4,6,6] x) => (float[1,4,6,6] y) {
+    a = Conv <pads = [1,1,1,1]> (x, w1)
+    r = Relu(a)
+    y = Conv <pads = [1,1,1,1]> (r, w2)
+}
+"""
+
+
+def test_a_lossy_pass_reports_each_layer_what_it_skipped_and_its_measured_error(tmp_path):
+    proto = onnx.parser.parse_model(CONV_CHAIN)
+    rng = np.random.default_rng(0)
+    for name, shape in (("w1", (16, 4, 3, 3)), ("w2", (4, 16, 3, 3))):
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name))
+    onnx.save(proto, tmp_path / "chain.onnx")
+    out = tmp_path / "out"
+    pipeline = "prune{ratio=0.5,round=1,reconstruct=false,calib=2,holdout=2}"
+    assert run_cli("optimize", tmp_path / "chain.onnx", "-o", out, "--passes", pipeline) == 0
+    record = json.loads((out / "report.json").read_text())["passes"][0]
+    rows = {row["layer"]: row for row in record["layers"]}
+    assert rows["a"]["action"] == "pruned 8/16 output channels"
+    assert (rows["a"]["params_before"], rows["a"]["params_after"]) == (16 * 4 * 9, 8 * 4 * 9)
+    assert (rows["a"]["macs_before"], rows["a"]["macs_after"]) == (16 * 4 * 9 * 36, 8 * 4 * 9 * 36)
+    assert rows["y"]["action"] == "pruned 8/16 input channels" and rows["y"]["params_after"] == 4 * 8 * 9
+    assert [entry["layer"] for entry in record["skipped"]] == ["Conv -> 'y'"]  # its channels are the graph output
+    assert record["fidelity"]["feeds"] == 2 and 0 < record["fidelity"]["cosine"] < 1
+    markdown = (out / "report.md").read_text()
+    assert f"### `{pipeline}`" in markdown
+    assert "| `a` | Conv | pruned 8/16 output channels | 576 | 288 | 20,736 | 10,368 |" in markdown
+    assert "- `Conv -> 'y'`: " in markdown and "measured output error on 2 feeds" in markdown

@@ -45,7 +45,7 @@ def run_optimize(args) -> int:
 
     # Validate every argument before touching the model or the disk.
     pipe = pipeline.parse(args.passes)
-    build_options = _build_options(args) if args.target else None
+    targets_given, build_options = _build_options(args) if args.target else ({}, None)
     out_dir = _writable_output_dir(Path(args.output) if args.output else default_output_dir(args.model))
     preprocess = calibration.ImagePreprocess.parse(args.calib_preprocess) if args.calib_preprocess else None
     model, fixed = _load_with_shapes(args.model, args.input_shape)
@@ -97,7 +97,7 @@ def run_optimize(args) -> int:
         staged_model = io.save(result.model, Path(scratch) / f"{stem}.onnx")
         targets = None
         if build_options is not None:
-            targets = _build_targets(result.model, args.target, Path(scratch), out_dir, dict(build_options, input_shapes=fixed or None, name=stem))
+            targets = _build_targets(result.model, targets_given, Path(scratch), out_dir, dict(build_options, input_shapes=fixed or None, name=stem))
         report = build_report(result, source=args.model, output=str(out_dir / staged_model.name), before=before, after=after, targets=targets, warnings=warnings_list + result.warnings)
         report["error_attribution"] = error_attribution
         (Path(scratch) / "report.json").write_text(write_json(report))
@@ -115,35 +115,36 @@ def run_optimize(args) -> int:
     return 0
 
 
-def _build_options(args) -> dict:
-    """Validated options for ``compile_model``, before the model is loaded; the targets parse here too."""
+def _build_options(args) -> tuple[dict, dict]:
+    """(each ``--target`` as typed with its parsed spec, validated options for ``compile_model``),
+    before the model is loaded. The targets are parsed here, once."""
     from backends.base import RemoteDevice
     from backends.target import parse_target
     from backends.tuning import validate_tuning
 
-    for target in args.target:
-        parse_target(target)
+    targets = {text: parse_target(text) for text in args.target}
     if len(set(args.target)) != len(args.target):
         raise UsageError(f"--target given twice: {', '.join(sorted({t for t in args.target if args.target.count(t) > 1}))}")
     validate_tuning(args.tune_trials, args.tune_db)
     if args.measure < 0:
         raise UsageError(f"--measure {args.measure}: expected a number of runs >= 0")
     remote = RemoteDevice.parse(args.rpc) if args.rpc else None
-    return {"tune_trials": args.tune_trials, "tune_db": args.tune_db, "measure_repeat": args.measure, "remote": remote}
+    return targets, {"tune_trials": args.tune_trials, "tune_db": args.tune_db, "measure_repeat": args.measure, "remote": remote}
 
 
-def _build_targets(model, targets: list[str], scratch: Path, out_dir: Path, options: dict) -> list[dict]:
+def _build_targets(model, targets: dict, scratch: Path, out_dir: Path, options: dict) -> list[dict]:
     """Compile for each target; one target writes into the output folder, several into a folder each.
 
     With one target its failure is the command's failure; with several, each target's outcome is
     reported and the command fails at the end if any did. Paths are reported where they will be.
     """
-    from backends.report import build_for_targets, report_dict, TargetReport
-    from backends.tvm_build import compile_model
+    from backends.dispatch import compile_model
+    from backends.report import TargetReport, build_for_targets, report_dict
 
     with _progress(options, f"compiling for {', '.join(targets)} with TVM") as options:
         if len(targets) == 1:
-            reports = [TargetReport(targets[0], scratch, compile_model(model, targets[0], scratch, **options))]
+            [(text, spec)] = targets.items()
+            reports = [TargetReport(text, scratch, compile_model(model, spec, scratch, **options))]
         else:
             reports = build_for_targets(model, targets, scratch, **options)
     moved = [report_dict(r) for r in reports]
