@@ -4,7 +4,8 @@ Per pass: ``AttributionInstrument`` keeps a copy of the model before every lossy
 pass changed the model, measures on the verification feeds (held back from calibration where the data
 allow: ``held_back_feeds``)
 
-- the pass's *own* error: its output against the model just before it (SQNR, cosine, max abs/rel);
+- the pass's *own* error: its output against the model just before it (``ir.fidelity``'s summary:
+  SQNR, cosine, max abs/rel);
 - the *cumulative* error: the output against the pipeline's input model;
 - the per-layer table below, between the model before and after the pass.
 
@@ -41,8 +42,8 @@ import numpy as np
 import onnx_ir as ir
 
 from ir import cost as ir_cost
+from ir import fidelity as ir_fidelity
 from ir import io, runtime, shapes
-from ir.diff import output_errors
 from passes.instruments import Instrument
 
 HELD_BACK = 4
@@ -66,29 +67,21 @@ def held_back_feeds(calibration, n: int = HELD_BACK) -> tuple[list[dict], str]:
 
 
 def fidelity(reference_outputs: Sequence[dict], outputs: Sequence[dict]) -> dict:
-    """SQNR over all float outputs and feeds, mean cosine, max abs and max relative error."""
-    signal = noise = 0.0
-    cosines, max_abs, max_rel = [], 0.0, 0.0
+    """Runs already made, summarized as ``ir.fidelity.measure`` does: SQNR, cosine (and top-1
+    agreement) of the first output, max abs/rel over all, the worst output's SQNR, the feed count."""
+    accumulated = ir_fidelity.Fidelity()
+    names = list(reference_outputs[0]) if reference_outputs else []
     for want, got in zip(reference_outputs, outputs):
-        for name, ref in want.items():
-            if name not in got or np.shape(got[name]) != np.shape(ref) or np.asarray(ref).dtype.kind != "f":
-                continue
-            errors = output_errors(np.asarray(ref), np.asarray(got[name]))
-            cosines.append(errors["cosine"])
-            max_abs, max_rel = max(max_abs, errors["max_abs"]), max(max_rel, errors["max_rel"])
-            ref64 = np.asarray(ref, dtype=np.float64)
-            signal += float(np.sum(ref64**2))
-            noise += float(np.sum((ref64 - np.asarray(got[name], dtype=np.float64)) ** 2))
-    return {"sqnr_db": _db(signal, noise), "cosine": float(np.mean(cosines)) if cosines else 1.0,
-            "max_abs": max_abs, "max_rel": max_rel, "feeds": len(reference_outputs)}
-
-
-def _db(signal: float, noise: float) -> float:
-    if noise <= 0.0:
-        return math.inf
-    if signal <= 0.0:
-        return -math.inf
-    return 10.0 * math.log10(signal / noise)
+        for name in names:
+            accumulated.add(name, want[name], got[name])
+    if not names:
+        return {"sqnr_db": math.inf, "cosine": 1.0, "max_abs": 0.0, "max_rel": 0.0, "feeds": 0}
+    result = accumulated.summary(names[0])
+    result["max_abs"] = max(accumulated.max_abs[n] for n in names)
+    result["max_rel"] = max(accumulated.max_rel[n] for n in names)
+    result["worst_output_sqnr_db"] = min(accumulated.sqnr_db(n) for n in names)
+    result["feeds"] = len(reference_outputs)
+    return result
 
 
 def layer_errors(before: ir.Model, after: ir.Model, feeds: Sequence[dict]) -> list[dict]:
@@ -102,8 +95,7 @@ def layer_errors(before: ir.Model, after: ir.Model, feeds: Sequence[dict]) -> li
     exposed_b = _expose(before, [b for b, _ in pairs])
     exposed_a = _expose(after, [a for _, a in pairs])
     session_b, session_a = runtime.session(before), runtime.session(after)
-    signal: dict[str, float] = collections.defaultdict(float)
-    noise: dict[str, float] = collections.defaultdict(float)
+    accumulated = ir_fidelity.Fidelity()
     shape_changed: set[str] = set()
     channel_maps: dict[str, np.ndarray | None] = {}
     for feed in feeds:
@@ -121,9 +113,8 @@ def layer_errors(before: ir.Model, after: ir.Model, feeds: Sequence[dict]) -> li
                     shape_changed.add(name)
                     continue
                 out = _zero_filled(np.asarray(ref), np.asarray(out), channel_maps[name])
-            ref64 = np.asarray(ref, dtype=np.float64)
-            signal[name] += float(np.sum(ref64**2))
-            noise[name] += float(np.sum((ref64 - np.asarray(out, dtype=np.float64)) ** 2))
+            accumulated.add(name, ref, out)
+    signal, noise = accumulated.signal, accumulated.noise
     relative = {name: (noise[name] / signal[name] if signal[name] > 0 else (0.0 if noise[name] == 0 else math.inf))
                 for name in signal if name not in shape_changed}
     preds = _matched_predecessors(after, {a for _, a in pairs})
