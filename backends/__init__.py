@@ -14,17 +14,10 @@ Importing this package does not import TVM; building does. Public API:
 
 from backends.base import Backend, BuildRequest, BuildResult, CheckResult, backend_for, build_key, register_backend
 from backends.target import PRESETS, TargetSpec, parse_target
-<<<<<<< HEAD
-from backends.tvm_build import TvmHostBackend, compile_model
-from backends.cross_build import TvmAarch64Backend  # noqa: E402 - registers the aarch64 backend
-from backends.cuda_build import TvmCudaBackend  # noqa: E402 - registers the CUDA backend
-from backends.accel.backend import AccelBackend  # noqa: E402 - registers the accelerator backend
-=======
 from backends.dispatch import compile_model
 from backends.host_build import TvmHostBackend
 from backends.cross_build import TvmAarch64Backend
 from backends.cuda_build import TvmCudaBackend
->>>>>>> main
 from backends.targets_table import TargetRow, list_targets
 
 __all__ = [
