@@ -44,6 +44,8 @@ def build_simulator(folder: Path) -> Path:
     _run([cxx, "-O2", "-fPIC", "-c", "accel_core.cpp", "-o", "accel_core.pic.o"], folder)
     _run([cc, "-O2", "-fPIC", "-DACCEL_NO_MAIN", "-c", "host_driver.c", "-o", "host_driver.pic.o"], folder)
     _run([cxx, "-shared", "accel_core.pic.o", "host_driver.pic.o", "-o", "libaccel_sim.so"], folder)
+    for name in ("accel_core.pic.o", "host_driver.pic.o"):
+        (folder / name).unlink(missing_ok=True)  # the HLS project keeps sources and the two programs only
     return folder / "libaccel_sim.so"
 
 
