@@ -22,7 +22,7 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
-from ir.channel_groups import Layout, constant_array
+from ir.channel_groups import Layout, weight_array
 
 
 def channel_mask(layout: Layout, keep: dict[int, np.ndarray], root) -> np.ndarray:
@@ -71,7 +71,7 @@ class PruneIntent:
         masked: dict[int, np.ndarray] = {}
         for (pos, axis), mask in self.input_masks.items():
             weight = masked.get(pos)
-            weight = (constant_array(nodes[pos].inputs[1]) if weight is None else weight).copy()
+            weight = (weight_array(nodes[pos].inputs[1]) if weight is None else weight).copy()
             index = [slice(None)] * weight.ndim
             index[axis] = ~mask
             weight[tuple(index)] = 0
@@ -102,7 +102,7 @@ class PruneIntent:
 
 def _flat(node: ir.Node) -> np.ndarray:
     """The weight as [outputs, features] (Conv: features are C x kernel; Gemm includes alpha)."""
-    weight = constant_array(node.inputs[1]).astype(np.float64)
+    weight = weight_array(node.inputs[1]).astype(np.float64)
     if node.op_type == "Conv":
         return weight.reshape(weight.shape[0], -1)
     if node.op_type == "Gemm":
@@ -112,7 +112,7 @@ def _flat(node: ir.Node) -> np.ndarray:
 
 
 def _write_flat(node: ir.Node, flat: np.ndarray) -> None:
-    old = constant_array(node.inputs[1])
+    old = weight_array(node.inputs[1])
     if node.op_type == "Conv":
         weight = flat.reshape(old.shape)
     elif node.op_type == "Gemm":
@@ -126,7 +126,7 @@ def _write_flat(node: ir.Node, flat: np.ndarray) -> None:
 def _bias(node: ir.Node, outputs: int) -> np.ndarray:
     if len(node.inputs) < 3 or node.inputs[2] is None:
         return np.zeros(outputs)
-    bias = constant_array(node.inputs[2]).astype(np.float64).reshape(-1)
+    bias = weight_array(node.inputs[2]).astype(np.float64).reshape(-1)
     beta = node.attributes.get_float("beta", 1.0) if node.op_type == "Gemm" else 1.0
     return beta * np.broadcast_to(bias, (outputs,)).copy()
 

@@ -24,7 +24,7 @@ import onnx_ir as ir
 
 from ir.errors import InvalidModelError
 from passes.intent import set_constant
-from passes.quantize.qdq import constant_array
+from ir.constants import constant_array
 
 RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
 INT32 = np.iinfo(np.int32)
