@@ -9,7 +9,7 @@ import onnx_ir as ir
 import pytest
 
 from conftest import weights_model_text
-from ir.channel_groups import constant_array
+from ir.constants import constant_array
 from passes.base import create
 
 ONNX_DEFAULT_EPSILON = 1e-5  # BatchNormalization's epsilon when the attribute is absent (ONNX spec)

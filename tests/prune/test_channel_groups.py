@@ -10,7 +10,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from ir import channel_groups, io, runtime, shapes
+from ir import channel_groups, fidelity, io, runtime, shapes
 from ir.channel_groups import weight_array, describe_groups
 from models import builders, zoo
 from passes.prune.apply import remove_channels
@@ -54,7 +54,7 @@ def check_pruned(name: str) -> dict:
     assert {k: v.shape for k, v in after.items()} == {k: v.shape for k, v in before.items()}
     for node, channels in expected.items():
         assert channels == weight_array(node.inputs[1]).shape[0], f"{name}: {node.name} has the wrong out-channel count"
-    error = runtime.compare(runtime.run(masked, feeds), after)
+    error = fidelity.compare(runtime.run(masked, feeds), after)
     assert error["max_rel"] <= 1e-4 or error["max_abs"] <= 1e-6, f"{name}: pruned outputs differ from the masked original: {error}"
     return {"groups": len(keep), "removed": removed}
 

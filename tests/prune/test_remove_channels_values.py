@@ -9,7 +9,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from ir import channel_groups, io, runtime
+from ir import channel_groups, fidelity, io, runtime
 from passes.prune.apply import remove_channels
 from passes.prune.intent import PruneIntent
 
@@ -52,7 +52,7 @@ def test_pruned_layer_kinds_match_the_masked_original(name):
     feeds = runtime.generate_inputs(model, seed=0)
     masked = PruneIntent.record(model, analysis, keep).build(io.copy_model(model))
     assert remove_channels(model, analysis, keep) == group.channels - 4
-    error = runtime.compare(runtime.run(masked, feeds), runtime.run(model, feeds))
+    error = fidelity.compare(runtime.run(masked, feeds), runtime.run(model, feeds))
     assert error["max_rel"] <= 1e-5, error
     if name == "depthwise":
         depthwise = [n for n in model.graph if n.attributes.get_int("group", 1) > 1]
