@@ -45,6 +45,7 @@ def to_ir(graph: gs.Graph, base_dir: str | os.PathLike | None = None) -> ir.Mode
         ir.external_data.set_base_dir(model.graph, os.fspath(base_dir))
     # GraphSurgeon edits can leave nodes out of order (gs.toposort is a separate step); passes expect order.
     model.graph.sort()
+    shapes.remember_declared(model)
     return model
 
 

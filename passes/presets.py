@@ -4,6 +4,7 @@ from passes.pipeline import register_preset
 
 FOLD_PASSES = [
     "fold-constants",
+    "fold-shapes",
     "eliminate-noop",
     "merge-consecutive",
     "fold-batchnorm",
