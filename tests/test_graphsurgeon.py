@@ -11,7 +11,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import pytest
 
-from ir import runtime
+from ir import fidelity, runtime
 from ir.errors import PassFailedError
 from models import zoo
 from passes import graphsurgeon
@@ -75,7 +75,7 @@ def test_fold_through_graphsurgeon_keeps_outputs_and_names_of_the_real_models(na
     assert len({node.name for node in folded.nodes if node.name}) == len([n for n in folded.nodes if n.name])
     for feed in _feeds(name):
         expected, actual = _run(graph, feed), _run(folded, feed)
-        assert runtime.compare(expected, actual)["max_rel"] <= 1e-4
+        assert fidelity.compare(expected, actual)["max_rel"] <= 1e-4
 
 
 @pytest.mark.real_models

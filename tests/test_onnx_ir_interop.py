@@ -8,7 +8,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 import pytest
 
-from ir import runtime
+from ir import fidelity, runtime
 from models import zoo
 from passes.base import create
 
@@ -59,4 +59,4 @@ def test_a_real_model_loaded_by_onnx_ir_folds_in_onnx_ir_s_pass_manager():
     before = len(model.graph)
     result = ir.passes.PassManager([create(name) for name in names], steps=3)(model)
     assert len(result.model.graph) < before / 2
-    assert runtime.compare(expected, runtime.run(result.model, feed))["max_rel"] <= 1e-4
+    assert fidelity.compare(expected, runtime.run(result.model, feed))["max_rel"] <= 1e-4

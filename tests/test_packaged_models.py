@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ir import io, runtime, shapes
+from ir import fidelity, io, runtime, shapes
 from models import zoo
 from passes.manager import PassManager
 
@@ -37,7 +37,7 @@ def test_fold_keeps_the_outputs_of_models_it_was_not_tuned_on(name):
     assert not result.failures, [f.failure for f in result.failures]
     assert len(result.model.graph) < len(original.graph.node)
     for feed, expected in zip(feeds, reference):
-        assert runtime.compare(expected, runtime.run(result.model, feed))["max_rel"] <= 1e-4
+        assert fidelity.compare(expected, runtime.run(result.model, feed))["max_rel"] <= 1e-4
 
 
 @pytest.mark.slow
@@ -46,7 +46,7 @@ def test_fold_leaves_no_more_nodes_than_onnxslim(name):
     onnxslim = pytest.importorskip("onnxslim")
     original, result, feeds, reference = _folded(name)
     slim = onnxslim.slim(original)
-    slim_error = max(runtime.compare(expected, runtime.run(slim, feed))["max_rel"] for feed, expected in zip(feeds, reference))
+    slim_error = max(fidelity.compare(expected, runtime.run(slim, feed))["max_rel"] for feed, expected in zip(feeds, reference))
     if slim_error > 1e-4:
         pytest.skip(f"onnxslim changes this model's outputs (max relative error {slim_error:.1e}): no count to compare with")
     assert len(result.model.graph) <= len(slim.graph.node)
