@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ir import io, shapes
+from ir import io, runtime, shapes
 from ir.errors import BackendError, UsageError
 from passes.cli import console, default_output_dir, errors, print_json
 from passes.instruments import Instrument
@@ -58,6 +58,7 @@ def run_optimize(args) -> int:
             message += "; lossy passes measured on random data say little about real accuracy"
         warnings_list.append(message)
         errors.print(f"[yellow]warning:[/yellow] {message}")
+    runtime.preflight(model, calib.take(1), what=f"the input model {args.model}")
     symbolic = shapes.has_symbolic_inputs(model)
     if symbolic:
         warnings_list.append(f"inputs with symbolic dimensions: {', '.join(symbolic)}; fix them with --input-shape to fold shape computations")
@@ -281,6 +282,8 @@ def run_diff(args) -> int:
     structural = diff.structural_diff(a, b)
     numeric = None
     if not args.no_numeric:
+        for model, name in ((a, args.a), (b, args.b)):
+            runtime.preflight(model, [runtime.generate_inputs(model)], what=name)
         with console.status("running both models"):
             numeric = diff.numeric_diff(a, b)
     data = {"structural": structural.to_dict(), "numeric": numeric}
