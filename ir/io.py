@@ -12,7 +12,7 @@ Rules:
   tensor to the model's folder and to bytes its file holds; a violation is an ``InvalidModelError``
   (exit code 1) naming the tensor and the location. External tensors that are not main-graph
   initializers are read into memory at load, so nothing resolves them later against the working
-  directory.
+  directory. A model that loads can be serialized again (checked at load).
 """
 
 from __future__ import annotations
@@ -70,7 +70,19 @@ def _from_proto(proto: onnx.ModelProto, where: str, base_dir: Path | None) -> ir
     if base_dir is not None:
         _settle_external(model, Path(os.path.realpath(base_dir)))
     _sort(model, where)
+    try:
+        # onnx_ir accepts some fields it cannot write back (unknown data types, ...); everything
+        # downstream (checker, inference, ONNX Runtime) needs the model serialized, so find out now.
+        ir.serde.serialize_model(model)
+    except Exception as exc:
+        raise ModelLoadError(f"{where}: malformed ONNX model: {_root_cause(exc)}") from exc
     return model
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {_first_line(exc)}"
 
 
 def _sort(model: ir.Model, where: str) -> None:

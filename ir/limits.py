@@ -15,6 +15,7 @@ environment variable named beside it):
   e.g. a ``ConstantOfShape``/``Expand``/``Tile`` of a constant shape) must stay below
   ``MAX_VALUE_BYTES`` before ONNX Runtime is asked to compute it (``GRAPHPRESS_MAX_VALUE_BYTES``,
   default 8 GiB); ``fold-constants{max_bytes}`` caps what folding itself materializes.
+- every text field (names, op types, domains) is valid UTF-8, and every attribute has a defined type.
 Violations raise ``InvalidModelError`` with one line naming what and where.
 """
 
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 
 import onnx
 import onnx_ir as ir
+from google.protobuf.descriptor import FieldDescriptor
 
 from ir.errors import InvalidModelError
 
@@ -173,10 +175,62 @@ def _type_name(data_type: int) -> str:
 
 
 def check_model_proto(proto: onnx.ModelProto, where: str) -> None:
-    """Node count, nesting depth and every stored tensor's dims and data (see the module docstring)."""
+    """Node count, nesting depth, every stored tensor's dims and data, and text fields that are text
+    (see the module docstring)."""
     for graph in graphs(proto, where):
         for tensor, label in tensors(graph):
             check_inline_tensor(tensor, f"{where}: {label}")
+        _check_attribute_types(graph.node, where)
+    for function in proto.functions:
+        _check_attribute_types(function.node, where)
+    check_text(proto, where)
+
+
+_ATTRIBUTE_TYPES = frozenset(onnx.AttributeProto.AttributeType.values()) - {onnx.AttributeProto.UNDEFINED}
+
+
+def _check_attribute_types(nodes, where: str) -> None:
+    for node in nodes:
+        for attribute in node.attribute:
+            if attribute.type not in _ATTRIBUTE_TYPES:
+                raise InvalidModelError(
+                    f"{where}: attribute '{attribute.name}' of node '{node.name or node.op_type}' has no valid type ({attribute.type})"
+                )
+
+
+def check_text(proto, where: str) -> None:
+    """Every string field (names, op types, domains, doc strings) holds valid UTF-8.
+
+    Protobuf hands undecodable bytes over as they are, so a model with them loads but cannot be
+    serialized again for the checker, inference or ONNX Runtime."""
+    string = FieldDescriptor.TYPE_STRING
+    message = FieldDescriptor.TYPE_MESSAGE
+    stack = [proto]
+    while stack:
+        current = stack.pop()
+        for field, value in current.ListFields():
+            if field.type == string:
+                for text in value if _repeated(field) else (value,):
+                    if not _is_text(text):
+                        shown = text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
+                        raise InvalidModelError(f"{where}: field '{field.name}' of a {current.DESCRIPTOR.name} is not valid UTF-8 ({shown[:40]!r})")
+            elif field.type == message:
+                stack.extend(value if _repeated(field) else (value,))
+
+
+def _is_text(text) -> bool:
+    # Protobuf returns undecodable string fields as bytes (upb) or as text with surrogates.
+    if isinstance(text, bytes):
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _repeated(field) -> bool:
+    return field.is_repeated
 
 
 # --- values a run would compute -------------------------------------------------------------------

@@ -382,8 +382,10 @@ def test_a_short_seeded_fuzz_run_finds_no_traceback(tmp_path):
 
 def test_fuzz_regression_cases(tmp_path):
     """Models the fuzzer once crashed on (kept as the smallest form of each)."""
-    for name, proto in _fuzz_regressions():
-        path = _write(tmp_path / name, proto, data=None)
+    for name, data in _fuzz_regressions():
+        (tmp_path / name).mkdir()
+        path = tmp_path / name / "model.onnx"
+        path.write_bytes(data)
         for argv in (["inspect", path, "--json"], ["optimize", path, "-o", tmp_path / name / "out"]):
             done = subprocess.run([sys.executable, "-m", "passes", *map(str, argv)], cwd=tmp_path, capture_output=True, text=True,
                                   env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
@@ -391,5 +393,13 @@ def test_fuzz_regression_cases(tmp_path):
             assert "Traceback" not in done.stderr and "internal error" not in done.stderr, (name, argv, done.stderr)
 
 
-def _fuzz_regressions() -> list[tuple[str, onnx.ModelProto]]:
-    return []
+def _fuzz_regressions() -> list[tuple[str, bytes]]:
+    relu = _matmul_model(numpy_helper.from_array(WEIGHT, "w"), nodes=[helper.make_node("Relu", ["x"], ["y"], name="r")]).SerializeToString()
+    leaky = _matmul_model(numpy_helper.from_array(WEIGHT, "w"), nodes=[helper.make_node("LeakyRelu", ["x"], ["y"], alpha=0.5)])
+    leaky.graph.node[0].attribute[0].type = onnx.AttributeProto.UNDEFINED
+    return [
+        # atheris: an attribute without a type loaded, then failed to serialize ("internal error: SerdeError")
+        ("attribute-type-undefined", leaky.SerializeToString()),
+        # atheris: an op type that is not UTF-8 loaded, then failed to serialize ("internal error: SerdeError")
+        ("op-type-not-utf8", relu.replace(b"Relu", b"R\xffl\xff")),
+    ]
