@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ir import io, limits, runtime
 from ir.errors import InvalidModelError, ModelLoadError
 from ir.external import ExternalDataError
-from passes.cli import main
+from passes.app.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHT = np.arange(16, dtype=np.float32).reshape(4, 4) / 16

@@ -10,7 +10,7 @@ or 2, prints no traceback and no "internal error", finishes within the time limi
 model unchanged, and writes nothing on failure (``optimize``'s output folder absent).
 
 Commands run as children of this process: forked from it after graphpress is imported (the default:
-the same ``passes.cli.main`` that ``python -m passes`` runs, without paying the interpreter start per
+the same ``passes.app.cli.main`` that ``python -m passes`` runs, without paying the interpreter start per
 command), or with ``--exec`` as ``python -m passes`` subprocesses. Either way a crash kills only the
 child and is seen as a signal. Failing cases are kept under ``--keep`` with the commands to replay.
 """
@@ -377,7 +377,7 @@ def run_forked(argv: list[str], cwd: Path, timeout: float) -> tuple[int | None, 
                 os.chdir(cwd)
                 os.dup2(log.fileno(), 1)
                 os.dup2(log.fileno(), 2)
-                from passes.cli import main
+                from passes.app.cli import main
 
                 code = main(argv)
             except BaseException:  # noqa: BLE001 - report anything, as the interpreter would
@@ -520,8 +520,8 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="copy failing cases into this folder")
     parser.add_argument("--doc", type=Path, help="write the counts as markdown here")
     args = parser.parse_args()
-    import passes.cli  # noqa: F401 - imported once here, inherited by every forked child
-    import passes.commands  # noqa: F401
+    import passes.app.cli  # noqa: F401 - imported once here, inherited by every forked child
+    import passes.app.commands  # noqa: F401
 
     load_start = os.getloadavg()[0]
     start = time.monotonic()
