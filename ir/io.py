@@ -149,8 +149,9 @@ def _settle_external(model: ir.Model, folder: Path) -> None:
     read into memory now, because ONNX Runtime and the checker see only serialized models and would
     resolve them against the working directory."""
     for holder, key, tensor in list(_external_tensors(model)):
-        if tensor is not None:
-            tensor.base_dir = str(folder)
+        for each in [tensor] if tensor is not None else holder.attributes[key].value:
+            if isinstance(each, ir.ExternalTensor):
+                each.base_dir = str(folder)
         if isinstance(holder, ir.Value) and holder.name in model.graph.initializers and model.graph.initializers[holder.name] is holder:
             continue
         _to_memory(holder, key)
