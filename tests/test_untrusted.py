@@ -345,6 +345,13 @@ def test_a_generated_input_larger_than_the_cap_is_refused():
         runtime.generate_inputs(model)
 
 
+def test_a_preflight_past_its_time_limit_is_stopped_and_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHPRESS_PREFLIGHT_TIMEOUT", "0.001")
+    model = io.load(_write(tmp_path / "m", _matmul_model(numpy_helper.from_array(WEIGHT, "w")), data=None))
+    with pytest.raises(InvalidModelError, match=r"ONNX Runtime did not finish running the model within 0.001 s"):
+        runtime.preflight(model, [runtime.generate_inputs(model)])
+
+
 def test_an_ordinary_model_passes_the_preflight(tmp_path):
     model = io.load(_write(tmp_path / "m", _matmul_model(numpy_helper.from_array(WEIGHT, "w")), data=None))
     runtime.preflight(model, [runtime.generate_inputs(model)])  # no error
