@@ -3,8 +3,8 @@
     python tools/fuzz.py --cases 300 --seed 0 --doc docs/fuzz.md [--exec] [--keep DIR]
 
 Each case takes a seed model (PP-OCR's and onnx's real models where installed, and small built ones
-with a subgraph and external data), applies one to three mutations (attributes, dims, input names,
-op types, opset numbers, external-data records, raw bytes), writes it into its own folder and runs
+with a subgraph and external data), applies one to three mutations (attributes, dims, data types,
+input names, op types, opset numbers, external-data records, raw bytes), writes it into its own folder and runs
 ``optimize``, ``inspect`` and ``diff`` on it. A case passes when every command ends with exit 0, 1
 or 2, prints no traceback and no "internal error", finishes within the time limit, leaves the case's
 model unchanged, and writes nothing on failure (``optimize``'s output folder absent).
@@ -196,6 +196,21 @@ def mutate_dims(case: Case, rng: random.Random) -> None:
         case.notes.append(f"{info.name} shape {[d.dim_value or d.dim_param for d in shape.dim]}")
 
 
+def mutate_dtype(case: Case, rng: random.Random) -> None:
+    graph = case.model.graph
+    dtype = rng.choice([0, 2, 7, 8, 10, 16, 23, 65, -3])
+    if graph.initializer and rng.random() < 0.4:
+        tensor = rng.choice(graph.initializer)
+        tensor.data_type = dtype
+        case.notes.append(f"initializer {tensor.name} data_type {dtype}")
+    else:
+        info = rng.choice([*graph.input, *graph.output, *graph.value_info] or [None])
+        if info is None:
+            return mutate_dims(case, rng)
+        info.type.tensor_type.elem_type = dtype
+        case.notes.append(f"{info.name} elem_type {dtype}")
+
+
 def mutate_input_name(case: Case, rng: random.Random) -> None:
     nodes = [n for n in _all_nodes(case.model.graph) if n.input or n.output]
     node = rng.choice(nodes)
@@ -290,7 +305,7 @@ def mutate_raw_bytes(case: Case, rng: random.Random) -> None:
 
 
 MUTATIONS = {
-    "attribute": mutate_attribute, "dims": mutate_dims, "input-name": mutate_input_name,
+    "attribute": mutate_attribute, "dims": mutate_dims, "dtype": mutate_dtype, "input-name": mutate_input_name,
     "op-type": mutate_op_type, "opset": mutate_opset, "external": mutate_external, "raw-bytes": mutate_raw_bytes,
 }
 
