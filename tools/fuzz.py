@@ -447,7 +447,7 @@ def run_case(case: Case, folder: Path, seed_path: Path, *, runner, commands=COMM
     return results
 
 
-def fuzz(cases: int, seed: int, work: Path, *, runner=run_forked, commands=COMMANDS, keep: Path | None = None, log=print):
+def fuzz(cases: int, seed: int, work: Path, *, runner=run_forked, commands=COMMANDS, keep: Path | None = None, log=print, every=None):
     seeds = seed_models()
     rng = random.Random(seed)
     seed_paths = {}
@@ -475,6 +475,8 @@ def fuzz(cases: int, seed: int, work: Path, *, runner=run_forked, commands=COMMA
                 shutil.copytree(folder, target, symlinks=True)
                 (target / "output.txt").write_text("\n\n".join(f"$ python -m passes {' '.join(command_argv(o.command, folder, seed_paths[case.seed]))}\n{o.output}" for o, _ in results))
         shutil.rmtree(folder, ignore_errors=True)
+        if every is not None and (index + 1) % 25 == 0:
+            every(records)  # partial counts survive a run that is stopped
     return records
 
 
@@ -540,14 +542,17 @@ def main() -> int:
 
     load_start = os.getloadavg()[0]
     start = time.monotonic()
+    runner_text = "python -m passes subprocesses" if args.exec else "commands forked from one process"
+
+    def document(records) -> None:
+        if args.doc:
+            write_doc(records, args.doc, seconds=time.monotonic() - start, load=(load_start, os.getloadavg()[0]), runner=runner_text, seed=args.seed)
+
     with tempfile.TemporaryDirectory(prefix="graphpress-fuzz-") as work:
-        records = fuzz(args.cases, args.seed, Path(work), runner=run_exec if args.exec else run_forked, keep=args.keep)
-    seconds = time.monotonic() - start
+        records = fuzz(args.cases, args.seed, Path(work), runner=run_exec if args.exec else run_forked, keep=args.keep, every=document)
     failing = sum(1 for r in records if r["problems"])
-    print(f"{len(records)} cases, {failing} failing, {seconds:.0f} s")
-    if args.doc:
-        write_doc(records, args.doc, seconds=seconds, load=(load_start, os.getloadavg()[0]),
-                  runner="python -m passes subprocesses" if args.exec else "commands forked from one process", seed=args.seed)
+    print(f"{len(records)} cases, {failing} failing, {time.monotonic() - start:.0f} s")
+    document(records)
     return 1 if failing else 0
 
 
