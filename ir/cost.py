@@ -280,8 +280,8 @@ def _elements(value: ir.Value) -> int | None:
 
 def _nbytes(value: ir.Value) -> int | None:
     count, dtype = _elements(value), value_dtype(value)
-    if count is None or dtype is None or dtype == ir.DataType.UNDEFINED:
-        return None
+    if count is None or dtype is None or dtype in (ir.DataType.UNDEFINED, ir.DataType.STRING):
+        return None  # strings have no fixed size
     return (count * dtype.bitwidth + 7) // 8
 
 

@@ -102,7 +102,10 @@ def input_specs(model: ir.Model) -> dict[str, tuple[np.dtype, list[int | str | N
     for value in model.graph.inputs:
         if value.name in model.graph.initializers:
             continue
-        dtype = value.dtype.numpy() if value.dtype is not None else np.dtype(np.float32)
+        try:
+            dtype = value.dtype.numpy() if value.dtype is not None else np.dtype(np.float32)
+        except TypeError:  # UNDEFINED: an input without a type
+            raise InvalidModelError(f"input '{value.name}' has no usable element type ({value.dtype.name})") from None
         dims: list[int | str | None] = []
         if value.shape is not None:
             for dim in value.shape:

@@ -387,7 +387,8 @@ def test_a_short_seeded_fuzz_run_finds_no_traceback(tmp_path):
     assert exits >= {0, 1}  # the mutations reach both accepted and refused models
 
 
-@pytest.mark.parametrize("name", ["data-type-65", "attribute-type-undefined", "op-type-not-utf8", "conv-without-output"])
+@pytest.mark.parametrize("name", ["data-type-65", "attribute-type-undefined", "op-type-not-utf8", "conv-without-output",
+                                  "input-type-undefined", "input-type-string"])
 def test_fuzz_regression_cases(capsys, tmp_path, name):
     """Models the fuzzers once crashed on (the smallest form of each): a one-line model error now,
     or (inspect of a node it cannot cost) a table with the node's cost unknown."""
@@ -396,7 +397,7 @@ def test_fuzz_regression_cases(capsys, tmp_path, name):
     for argv in (["inspect", path, "--json"], ["optimize", path, "-o", tmp_path / "out"], ["diff", path, path]):
         code, err = _cli(capsys, *argv)
         assert "internal error" not in err, (argv, err)
-        if name == "conv-without-output" and argv[0] == "inspect":
+        if name in ("conv-without-output", "input-type-string") and argv[0] == "inspect":
             assert code == 0
             continue
         assert code == 1 and err.startswith("error: ") and err.count("\n") == 1, (argv, err)
@@ -411,7 +412,15 @@ def _fuzz_regressions() -> list[tuple[str, bytes]]:
     unknown_type.graph.input[0].type.tensor_type.elem_type = 65
     conv = _matmul_model(numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "w"), nodes=[
         helper.make_node("Conv", ["x4", "w"], []), helper.make_node("Relu", ["x"], ["y"])])
+    relu_of = {}
+    for name, elem_type in (("input-type-undefined", TensorProto.UNDEFINED), ("input-type-string", TensorProto.STRING)):
+        proto = _matmul_model(numpy_helper.from_array(WEIGHT, "w"), nodes=[helper.make_node("Relu", ["x"], ["y"])])
+        proto.graph.input[0].type.tensor_type.elem_type = elem_type
+        relu_of[name] = proto.SerializeToString()
     return [
+        # tools/fuzz.py: an input without a type (inspect, optimize, diff: "TypeError: Numpy does not support
+        # ONNX data type: UNDEFINED") and a string input (inspect: "Bitwidth not available ... STRING")
+        *relu_of.items(),
         # atheris: a Conv without outputs made the cost analysis (inspect) raise IndexError
         ("conv-without-output", conv.SerializeToString()),
         # atheris: an input of data type 65 loaded, then failed to serialize ("internal error: SerdeError")
