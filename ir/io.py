@@ -208,8 +208,10 @@ def save(model: ir.Model, path: str | os.PathLike, *, external: bool | None = No
         external = tensor_bytes(model) >= EXTERNAL_THRESHOLD
     data_name = f"{path.name}.data"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.fchmod(fd, default_file_mode())  # mkstemp makes it 0600; the output should follow the umask
     os.close(fd)
     fd, tmp_data_name = tempfile.mkstemp(prefix=f".{data_name}.", suffix=".tmp", dir=folder)
+    os.fchmod(fd, default_file_mode())  # onnx_ir keeps the mode of the file it replaces
     os.close(fd)
     tmp_data = folder / Path(tmp_data_name).name
     # onnx_ir re-writes external initializers into the new data file but keeps other external
@@ -250,6 +252,28 @@ def _set_value(holder, key, value) -> None:
         holder.const_value = value
     else:
         holder.attributes[key] = value
+
+
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (0644 under umask 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically (temporary file in the same folder, then rename), umask mode."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, default_file_mode())
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _repoint_external_locations(model_path: str, old: str, new: str, final: Path) -> None:
