@@ -125,6 +125,9 @@ _TYPED_FIELDS = {
 }
 
 
+_DATA_TYPES = frozenset(int(t) for t in ir.DataType)
+
+
 def elements(dims, where: str) -> int:
     if any(d < 0 for d in dims):
         raise InvalidModelError(f"{where}: negative dimension in {list(dims)}")
@@ -146,7 +149,9 @@ def declared_bytes(tensor: onnx.TensorProto, where: str) -> int | None:
 
 
 def check_inline_tensor(tensor: onnx.TensorProto, where: str) -> None:
-    """A tensor stored in the protobuf holds exactly the data its dims and type declare."""
+    """A tensor stored in the protobuf has a data type and holds exactly the data its dims and type declare."""
+    if tensor.data_type == onnx.TensorProto.UNDEFINED or tensor.data_type not in _DATA_TYPES:
+        raise InvalidModelError(f"{where}: no valid data type ({tensor.data_type})")
     expected = declared_bytes(tensor, where)
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return  # checked against its file by ir.external

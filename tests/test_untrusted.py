@@ -388,7 +388,7 @@ def test_a_short_seeded_fuzz_run_finds_no_traceback(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["data-type-65", "attribute-type-undefined", "op-type-not-utf8", "conv-without-output",
-                                  "input-type-undefined", "input-type-string"])
+                                  "input-type-undefined", "input-type-string", "initializer-type-undefined"])
 def test_fuzz_regression_cases(capsys, tmp_path, name):
     """Models the fuzzers once crashed on (the smallest form of each): a one-line model error now,
     or (inspect of a node it cannot cost) a table with the node's cost unknown."""
@@ -417,7 +417,12 @@ def _fuzz_regressions() -> list[tuple[str, bytes]]:
         proto = _matmul_model(numpy_helper.from_array(WEIGHT, "w"), nodes=[helper.make_node("Relu", ["x"], ["y"])])
         proto.graph.input[0].type.tensor_type.elem_type = elem_type
         relu_of[name] = proto.SerializeToString()
+    untyped = _matmul_model(numpy_helper.from_array(WEIGHT, "w"))
+    untyped.graph.initializer[0].data_type = TensorProto.UNDEFINED
     return [
+        # tools/fuzz.py: an initializer without a data type (optimize, diff: "TypeError: Bitwidth not
+        # available for ONNX data type: UNDEFINED" in the verifier)
+        ("initializer-type-undefined", untyped.SerializeToString()),
         # tools/fuzz.py: an input without a type (inspect, optimize, diff: "TypeError: Numpy does not support
         # ONNX data type: UNDEFINED") and a string input (inspect: "Bitwidth not available ... STRING")
         *relu_of.items(),
