@@ -25,7 +25,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from ir import external, limits
+from ir import external, limits, shapes
 from ir.errors import InvalidModelError, ModelLoadError, ModelSaveError
 
 # Protobuf cannot serialize a message of 2 GiB or more; keep well below that.
@@ -70,6 +70,7 @@ def _from_proto(proto: onnx.ModelProto, where: str, base_dir: Path | None) -> ir
     if base_dir is not None:
         _settle_external(model, Path(os.path.realpath(base_dir)))
     _sort(model, where)
+    shapes.remember_declared(model)
     try:
         # onnx_ir accepts some fields it cannot write back (unknown data types, ...); everything
         # downstream (checker, inference, ONNX Runtime) needs the model serialized, so find out now.

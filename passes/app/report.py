@@ -162,4 +162,8 @@ def _target_lines(target: dict[str, Any]) -> str:
     if tuning:
         lines.append(f"- tuning: {tuning['tasks']} tasks, {tuning['tasks_from_database']} from the database, {tuning['tasks_tuned']} tuned now, {tuning['trials']} trials in {tuning['seconds']:.0f} s (database `{tuning['database']}`)")
     lines += [f"- note: {note}" for note in target.get("notes", ())]
+    if target.get("accelerator"):
+        from backends.accel.report import accelerator_markdown
+
+        lines += ["", accelerator_markdown(target["accelerator"])]
     return "\n".join(lines) + "\n"
