@@ -27,7 +27,8 @@ Definitions:
   pooling, ``prod(kernel)`` per output element for windowed pooling, and one per output element for a
   bias added by Conv/Gemm. Data-movement ops (``DATA_MOVEMENT_OPS``) cost nothing.
 - A node whose cost needs a shape that is not known statically, a custom-domain node, a call of a
-  model-local function and a node with subgraphs (If/Loop/Scan) gets ``None`` for what cannot be
+  model-local function, a node with subgraphs (If/Loop/Scan) and a malformed node (missing operands,
+  attributes of the wrong type: untrusted models have them) gets ``None`` for what cannot be
   computed; the totals add what is known and ``uncounted_nodes`` says how many nodes were left out.
 - Activations are the non-initializer graph inputs and the outputs of non-constant main-graph nodes.
   ``activation_peak_bytes`` walks the main graph in its node order (or a topological order when that
@@ -279,8 +280,8 @@ def _elements(value: ir.Value) -> int | None:
 
 def _nbytes(value: ir.Value) -> int | None:
     count, dtype = _elements(value), value_dtype(value)
-    if count is None or dtype is None or dtype == ir.DataType.UNDEFINED:
-        return None
+    if count is None or dtype is None or dtype in (ir.DataType.UNDEFINED, ir.DataType.STRING):
+        return None  # strings have no fixed size
     return (count * dtype.bitwidth + 7) // 8
 
 
@@ -299,7 +300,10 @@ def _sum_known(numbers: Iterable[int | None]) -> int | None:
 def _node_cost(node: ir.Node, index: int, constants: set[ir.Value]) -> NodeCost:
     constant = _computes_constant(node, constants)
     weights = [] if constant else _weight_inputs(node, constants)
-    macs, flops = (0, 0) if constant else _arithmetic(node)
+    try:
+        macs, flops = (0, 0) if constant else _arithmetic(node)
+    except (IndexError, KeyError, TypeError, ValueError, AttributeError, OverflowError):
+        macs, flops = None, None  # a malformed node (missing operands, attributes of the wrong type)
     return NodeCost(
         name=node.name or "",
         op_type=op_key(node),

@@ -4,18 +4,34 @@ Rules:
 - Sessions run on the CPU provider with all graph optimizations disabled, so what is measured is the
   model as written, not what ONNX Runtime's own fusions make of it.
 - Generated inputs are deterministic for a seed: floats are standard normal, integers small and
-  non-negative, booleans random. Symbolic dimensions are filled from ``fill_dims`` or set to 1.
+  non-negative, booleans random. Symbolic dimensions are filled from ``fill_dims`` or set to 1. An
+  input larger than ``ir.limits.max_value_bytes()`` is refused.
+- ``preflight`` runs an untrusted model once in a child process before graphpress runs it in its own:
+  a crash of ONNX Runtime (a segfault on a malformed model), running out of the memory cap or the
+  time limit becomes one ``InvalidModelError`` naming ONNX Runtime instead of killing the command.
+  Values whose static size exceeds the cap are refused before any run (``ir.limits.check_runnable``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
+from ir import limits
 from ir.errors import InvalidModelError
+
+# Seconds the preflight child may run before it is stopped (GRAPHPRESS_PREFLIGHT_TIMEOUT).
+PREFLIGHT_TIMEOUT = 300
 
 
 def session(model: ir.Model | onnx.ModelProto | bytes, *, optimize: bool = False, threads: int = 0, spin: bool = True):
@@ -86,7 +102,10 @@ def input_specs(model: ir.Model) -> dict[str, tuple[np.dtype, list[int | str | N
     for value in model.graph.inputs:
         if value.name in model.graph.initializers:
             continue
-        dtype = value.dtype.numpy() if value.dtype is not None else np.dtype(np.float32)
+        try:
+            dtype = value.dtype.numpy() if value.dtype is not None else np.dtype(np.float32)
+        except TypeError:  # UNDEFINED: an input without a type
+            raise InvalidModelError(f"input '{value.name}' has no usable element type ({value.dtype.name})") from None
         dims: list[int | str | None] = []
         if value.shape is not None:
             for dim in value.shape:
@@ -101,8 +120,11 @@ def input_specs(model: ir.Model) -> dict[str, tuple[np.dtype, list[int | str | N
 def generate_inputs(model: ir.Model, *, seed: int = 0, fill_dims: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     feeds = {}
+    cap = limits.max_value_bytes()
     for name, (dtype, dims) in input_specs(model).items():
         shape = [d if isinstance(d, int) else (fill_dims or {}).get(d, 1) if isinstance(d, str) else 1 for d in dims]
+        if math.prod(shape) * max(dtype.itemsize, 1) > cap:
+            raise InvalidModelError(f"input '{name}' of shape {shape} is larger than the {cap:,}-byte cap (GRAPHPRESS_MAX_VALUE_BYTES)")
         if dtype.kind == "f":
             feeds[name] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind in "iu":
@@ -112,6 +134,48 @@ def generate_inputs(model: ir.Model, *, seed: int = 0, fill_dims: Mapping[str, i
         else:
             raise InvalidModelError(f"input '{name}': cannot generate data of type {dtype}; pass calibration data")
     return feeds
+
+
+def preflight(model: ir.Model, feeds: Sequence[Mapping[str, np.ndarray]], *, what: str = "the model") -> None:
+    """Run ``model`` once on ``feeds[0]`` in a child process; refuse it if ONNX Runtime crashes, runs
+    out of memory or time there. An ordinary ONNX Runtime error (an unsupported op) is left to the
+    caller's own session, which reports it as usual."""
+    from ir import shapes
+
+    shapes.infer(model)  # the sizes checked are inferred, not the file's own (untrusted) value_info
+    limits.check_runnable(model, what)
+    try:
+        proto = _proto_with_inline_weights(model)
+    except InvalidModelError:
+        return  # too large to hand over as one file; ONNX Runtime loads such models from their own file
+    timeout = float(os.environ.get("GRAPHPRESS_PREFLIGHT_TIMEOUT") or PREFLIGHT_TIMEOUT)
+    with tempfile.TemporaryDirectory(prefix="graphpress-ort-") as folder:
+        onnx.save(proto, os.path.join(folder, "model.onnx"))
+        np.savez(os.path.join(folder, "feeds.npz"), **dict(feeds[0] if feeds else {}))
+        child = [sys.executable, str(Path(__file__).with_name("isolated_run.py")), folder, str(_memory_cap())]
+        try:
+            done = subprocess.run(child, capture_output=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise InvalidModelError(f"ONNX Runtime did not finish running {what} within {timeout:g} s (GRAPHPRESS_PREFLIGHT_TIMEOUT)") from None
+        if done.returncode < 0:
+            name = signal.Signals(-done.returncode).name
+            raise InvalidModelError(f"ONNX Runtime crashed ({name}) on {what}; the model is malformed or unsupported")
+        if done.returncode == 3:
+            message = Path(folder, "error.txt").read_text()
+            if "alloc" in message.lower() or "memory" in message.lower():
+                raise InvalidModelError(f"ONNX Runtime ran out of memory on {what} (cap {_memory_cap():,} bytes): {message}")
+        elif done.returncode != 0:
+            text = (done.stderr.decode(errors="replace").strip().splitlines() or [""])[-1]
+            raise InvalidModelError(f"ONNX Runtime stopped with exit status {done.returncode} on {what}: {text[:200]}")
+
+
+def _memory_cap() -> int:
+    """Address space the child may use: three quarters of the machine's memory (0: no cap)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
+    return total * 3 // 4
 
 
 def _one_line(exc: BaseException) -> str:

@@ -29,9 +29,9 @@ Rules:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -196,7 +196,7 @@ def _drop_large_tensor_data(graph: onnx.GraphProto) -> None:
     tensors = list(graph.initializer)
     tensors += [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t")]
     for tensor in tensors:
-        if np.prod(tensor.dims, dtype=np.int64) > _KEEP_DATA_ELEMENTS:
+        if math.prod(tensor.dims) > _KEEP_DATA_ELEMENTS:  # Python ints: dims may multiply past 2^63
             tensor.ClearField("raw_data")
             for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
                 tensor.ClearField(field)

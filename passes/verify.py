@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from ir import fidelity, io, runtime
+from ir import fidelity, io, limits, runtime
 from ir.errors import InvalidModelError
 
 
@@ -94,6 +94,7 @@ class NumericReference:
         self.feeds = list(feeds)
         self.tolerance = tolerance
         self.atol = atol
+        limits.check_runnable(model)
         sess = runtime.session(model)
         self.outputs = [runtime.run(sess, feed) for feed in self.feeds]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from ir import io, shapes
+from ir import io, runtime, shapes
 from ir.errors import BackendError, UsageError
 from passes.app.output import console, default_output_dir, errors, print_json
 from passes.instruments import Instrument
@@ -66,6 +66,7 @@ def run_optimize(args) -> int:
         message = "no calibration data given (--calib): verifying on generated random inputs"
         warnings_list.append(message)
         errors.print(f"[yellow]warning:[/yellow] {message}")
+    runtime.preflight(model, calib.take(1), what=f"the input model {args.model}")
     verify_feeds, verify_source = held_back_feeds(calib) if lossy else (calib.take(4), calib.source)
     attribution = AttributionInstrument(verify_feeds) if lossy and args.verify != "off" else None
     symbolic = shapes.has_symbolic_inputs(model)
@@ -332,6 +333,8 @@ def run_diff(args) -> int:
     structural = diff.structural_diff(a, b)
     numeric = None
     if not args.no_numeric:
+        for model, name in ((a, args.a), (b, args.b)):
+            runtime.preflight(model, [runtime.generate_inputs(model)], what=name)
         with console.status("running both models"):
             numeric = diff.numeric_diff(a, b)
     data = {"structural": structural.to_dict(), "numeric": numeric}
