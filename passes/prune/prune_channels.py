@@ -13,7 +13,7 @@ Rules:
   touching matching layers whole.
 - ``reconstruct=true`` refits every Conv/Gemm/MatMul whose input lost channels by regularized least
   squares on calibration data, so that its outputs match the original model's
-  (``passes.prune.reconstruct``). Every 4th calibration feed is held out per layer to choose the
+  (``passes.reconstruct``). Every 4th calibration feed is held out per layer to choose the
   ridge (``ridge`` times 1 to 1e6); a layer whose refit does not lower the error on those feeds keeps
   its pruned weights (``self.report["refit"]`` lists each layer's errors). The final fit uses all
   feeds, and the whole refit is discarded when the model's output SQNR on the held-out feeds is
@@ -42,7 +42,7 @@ from ir.errors import UsageError
 from passes.base import Pass, PassResult, register
 from passes.prune import importance as imp
 from passes.prune.apply import remove_channels
-from passes.prune.reconstruct import bias_of, flat_weight, has_bias_input, refit_layers, write_layer
+from passes.reconstruct import refit_checked
 from passes.prune.selection import CostModel, select
 
 Importance = Literal["l1", "l2", "bn", "activation", "reconstruction"]
@@ -193,37 +193,24 @@ class PruneChannelsPass(Pass):
         self.stats["params before"], self.stats["params after"] = cost.params, int(params_after)
 
     def _reconstruct(self, original, model, consumers, feeds, kept_outputs) -> None:
-        """Refit a copy; keep its weights unless its output error on the feeds that the refit held out
-        per layer is higher than the unrefit model's (each layer can improve on its own held-out rows
-        while the whole network gets worse: random-weight ResNet-50 at 128, SQNR 3.96 -> 3.27 dB)."""
-        check = feeds[VALIDATE_EVERY - 1 :: VALIDATE_EVERY]
-        candidate = io.copy_model(model) if check else model
-        nodes, twins = list(model.graph), list(candidate.graph)
-        position = {node: i for i, node in enumerate(nodes)}
-        twin = {node: twins[position[node]] for node in consumers}
-        result = refit_layers(original, candidate, [twin[n] for n in consumers], feeds, ridge=self.options.ridge,
-                              kept_outputs={twin[n]: v for n, v in kept_outputs.items() if n in twin},
-                              validate_every=VALIDATE_EVERY)
+        """Refit the consumers (``passes.reconstruct.refit_checked``: on a copy, kept only when the
+        output error on the feeds held out per layer is not higher with the refit)."""
+        done = refit_checked(original, model, list(consumers), feeds, ridge=self.options.ridge,
+                             kept_outputs=kept_outputs, validate_every=VALIDATE_EVERY)
+        result = done.result
         self.report["refit"] = result.layer_reports
         if result.skipped:
             self.stats["layers not refit: fewer calibration rows than features"] = result.skipped
         if result.rejected:
             self.stats["layers not refit: no lower error on held-out calibration feeds"] = result.rejected
-        if candidate is not model and result.written:
-            unrefit = measure_fidelity(original, model, check)["sqnr_db"]
-            refit = measure_fidelity(original, candidate, check)["sqnr_db"]
-            self.report["refit_check"] = {"feeds": len(check), "sqnr_db_unrefit": unrefit, "sqnr_db_refit": refit}
-            if refit < unrefit:
-                self.note(f"refit discarded: output SQNR on {len(check)} held-out calibration feeds "
-                          f"{refit:.2f} dB < {unrefit:.2f} dB without it")
-                self.stats["refits discarded: higher output error on held-out calibration feeds"] += 1
-                self.stats["layers refit"] = 0
-                return
-            back = {twins[i]: node for i, node in enumerate(nodes)}
-            for done in result.written:
-                weight = flat_weight(done)
-                bias = bias_of(done, weight.shape[0]) if has_bias_input(done) else None
-                write_layer(back[done], weight, bias)
+        if done.check is not None:
+            self.report["refit_check"] = done.check
+        if not done.accepted and done.check is not None:
+            self.note(f"refit discarded: output SQNR on {done.check['feeds']} held-out calibration feeds "
+                      f"{done.check['sqnr_db_refit']:.2f} dB < {done.check['sqnr_db_unrefit']:.2f} dB without it")
+            self.stats["refits discarded: higher output error on held-out calibration feeds"] += 1
+            self.stats["layers refit"] = 0
+            return
         self.stats["layers refit"] = result.layers
 
     def _measure(self, original, model, holdout) -> None:

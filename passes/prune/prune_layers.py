@@ -31,7 +31,7 @@ from ir.errors import UsageError
 from passes.base import Pass, PassResult, register
 from passes.prune.blocks import Block, find_blocks
 from passes.prune.prune_channels import measure_fidelity
-from passes.prune.reconstruct import capture_values
+from passes.reconstruct import capture_values
 
 
 @dataclasses.dataclass(frozen=True)

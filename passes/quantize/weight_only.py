@@ -33,7 +33,7 @@ import onnx_ir as ir
 from ir import activations, io
 from ir.errors import InvalidModelError, UsageError
 from passes.base import Pass, PassResult, register
-from passes.prune.reconstruct import flat_weight, layer_rows
+from passes.reconstruct import flat_weight, layer_rows
 from passes.quantize import gptq, lowbit, matmulnbits, qdq
 from passes.quantize.qdq import constant_array
 
