@@ -123,6 +123,7 @@ def _load_builtin_passes() -> None:
     import passes.cluster  # noqa: F401
     import passes.prune  # noqa: F401
     import passes.quantize  # noqa: F401
+    import passes.decompose  # noqa: F401
 
 
 def build_options(pass_name: str, options_cls: type, given: dict[str, Any]) -> Any:
