@@ -123,7 +123,8 @@ def options(layer: Layer, method: str, rows: np.ndarray | None, *, multiple: int
     if method == "cp":
         per_rank = layer.cp_cost(1)[0]  # CP's MACs grow linearly with the rank
         full = max(multiple, min(4 * max(n, c), (layer.macs - 1) // per_rank))
-        ranks = _cheaper(layer, rank_grid(full, multiple, limit), layer.cp_cost, allow_more_macs)
+        # CP-ALS is the slowest factorization: half as many ranks as the others
+        ranks = _cheaper(layer, rank_grid(full, multiple, max(1, limit // 2)), layer.cp_cost, allow_more_macs)
 
         def cp_steps(f, r):
             vertical = {**conv_attributes(layer, kernel_axes=(0,)), "group": r}
@@ -132,7 +133,7 @@ def options(layer: Layer, method: str, rows: np.ndarray | None, *, multiple: int
 
         found = []
         for r in ranks:
-            f = fz.cp(w, r, iterations=25)
+            f = fz.cp(w, r, iterations=100)
             found.append(Option(layer, "cp", (r,), *layer.cp_cost(r), fz.relative_error(w, f.approximation, rows), lambda f=f, r=r: cp_steps(f, r)))
         return found
     if method == "separable":

@@ -148,8 +148,9 @@ def tucker2(weight: np.ndarray, rank_out: int, rank_in: int, sweeps: int = 3) ->
     return Factorization([first, core, last], approx)
 
 
-def cp(weight: np.ndarray, rank: int, iterations: int = 40, seed: int = 0) -> Factorization:
-    """CP-ALS of a ``[N, C, kh, kw]`` kernel (factors normalized every sweep; the scale goes to A)."""
+def cp(weight: np.ndarray, rank: int, iterations: int = 200, seed: int = 0, tolerance: float = 1e-9) -> Factorization:
+    """CP-ALS of a ``[N, C, kh, kw]`` kernel (factors normalized every sweep; the scale goes to A),
+    until the relative error changes by less than ``tolerance`` between sweeps."""
     n, c, kh, kw = weight.shape
     rng = np.random.default_rng(seed)
     dims = (n, c, kh, kw)
@@ -164,6 +165,8 @@ def cp(weight: np.ndarray, rank: int, iterations: int = 40, seed: int = 0) -> Fa
             start[:, take:] = rng.standard_normal((size, rank - take)) / np.sqrt(size)
         factors.append(start)
     letters = "ncij"
+    norm = max(float(np.sum(weight**2)), 1e-300)
+    previous = np.inf
     for _ in range(iterations):
         for mode in range(4):
             others = [m for m in range(4) if m != mode]
@@ -178,7 +181,16 @@ def cp(weight: np.ndarray, rank: int, iterations: int = 40, seed: int = 0) -> Fa
                 norms[norms == 0] = 1.0
                 updated = updated / norms
                 factors[0] = factors[0] * norms
+                mttkrp = mttkrp * norms  # keeps the error below in step with the rescaled A
+                gram = gram * np.outer(norms, norms)
             factors[mode] = updated
+        # ||W - approx||^2 from the last sweep's products, without forming the approximation
+        approx_norm = float(np.sum(gram * (factors[3].T @ factors[3])))
+        inner = float(np.sum(mttkrp * factors[3]))
+        error = max(norm - 2 * inner + approx_norm, 0.0) / norm
+        if previous - error < tolerance:
+            break
+        previous = error
     a, b, h, w = factors
     first = b.T.reshape(rank, c, 1, 1)
     vertical = h.T.reshape(rank, 1, kh, 1)
