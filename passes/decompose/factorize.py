@@ -148,7 +148,7 @@ def tucker2(weight: np.ndarray, rank_out: int, rank_in: int, sweeps: int = 3) ->
     return Factorization([first, core, last], approx)
 
 
-def cp(weight: np.ndarray, rank: int, iterations: int = 200, seed: int = 0, tolerance: float = 1e-9) -> Factorization:
+def cp(weight: np.ndarray, rank: int, iterations: int = 200, seed: int = 0, tolerance: float = 1e-7) -> Factorization:
     """CP-ALS of a ``[N, C, kh, kw]`` kernel (factors normalized every sweep; the scale goes to A),
     until the relative error changes by less than ``tolerance`` between sweeps."""
     n, c, kh, kw = weight.shape
@@ -175,7 +175,12 @@ def cp(weight: np.ndarray, rank: int, iterations: int = 200, seed: int = 0, tole
             gram = np.ones((rank, rank))
             for m in others:
                 gram *= factors[m].T @ factors[m]
-            updated = scipy.linalg.lstsq(gram.T, mttkrp.T)[0].T
+            # gram is a Hadamard product of Gram matrices: symmetric positive semi-definite
+            damped = gram + (1e-12 * float(np.trace(gram)) + 1e-300) * np.eye(rank)
+            try:  # numpy's solve: a fraction of scipy's call overhead on these small systems
+                updated = np.linalg.solve(damped, mttkrp.T).T
+            except np.linalg.LinAlgError:
+                updated = scipy.linalg.lstsq(damped, mttkrp.T)[0].T
             if mode != 0:
                 norms = np.linalg.norm(updated, axis=0)
                 norms[norms == 0] = 1.0

@@ -7,7 +7,9 @@ Rules:
   over channels, attention, anything the analysis cannot prove) are left alone and counted by reason.
 - Exactly one target: ``ratio`` (fraction of the prunable channels), ``macs`` or ``params`` (fraction
   of the model's MACs / parameters to remove). Channels are ranked globally by ``importance``
-  (normalized per group), with ``uniform=true`` every group loses ``ratio`` of its channels instead.
+  (normalized per group; the default ``importance=auto`` is ``activation`` when calibration data are
+  given and ``l1``, with a note, when they are not: on PP-OCRv4 rec at 30% fewer MACs with 64
+  calibration images ``l1`` kept 0.598 character accuracy, ``activation`` 0.993), with ``uniform=true`` every group loses ``ratio`` of its channels instead.
   ``max_layer_ratio`` caps the fraction removed from one group, ``round`` (default 8) rounds kept
   counts up to a multiple (a group smaller than that is kept whole), ``protect`` (``|``-separated fnmatch patterns on node or output names) keeps the groups
   touching matching layers whole.
@@ -45,7 +47,7 @@ from passes.prune.apply import remove_channels
 from passes.reconstruct import refit_checked
 from passes.prune.selection import CostModel, select
 
-Importance = Literal["l1", "l2", "bn", "activation", "reconstruction"]
+Importance = Literal["auto", "l1", "l2", "bn", "activation", "reconstruction"]
 VALIDATE_EVERY = 4  # every 4th calibration feed is held out to check the refit
 
 
@@ -58,7 +60,7 @@ class PruneOptions:
     ratio: float = dataclasses.field(default=0.0, metadata={"check": _fraction, "rule": "in [0, 1)", "doc": "fraction of prunable channels to remove"})
     macs: float = dataclasses.field(default=0.0, metadata={"check": _fraction, "rule": "in [0, 1)", "doc": "fraction of MACs to remove"})
     params: float = dataclasses.field(default=0.0, metadata={"check": _fraction, "rule": "in [0, 1)", "doc": "fraction of parameters to remove"})
-    importance: Importance = dataclasses.field(default="l1", metadata={"doc": "channel importance criterion"})
+    importance: Importance = dataclasses.field(default="auto", metadata={"doc": "channel importance criterion (auto: activation with calibration data, else l1)"})
     uniform: bool = dataclasses.field(default=False, metadata={"doc": "remove `ratio` of every group instead of ranking globally"})
     # 8, not 1: ONNX Runtime runs a convolution with its fast blocked (NCHWc) kernels only when the
     # channel counts are multiples of 8; odd counts fall back to im2col + GEMM with layout reorders,
@@ -91,6 +93,7 @@ class PruneChannelsPass(Pass):
 
     def call(self, model: ir.Model) -> PassResult:
         opts = self.options
+        self.importance = self._resolve_importance()
         analysis = channel_groups.analyze(model)
         groups = self._prunable(analysis)
         self.stats["groups"] = len([g for g in analysis.groups() if g.producers])
@@ -122,6 +125,15 @@ class PruneChannelsPass(Pass):
         return PassResult(model, modified=True)
 
     # -- steps -----------------------------------------------------------------------------------
+    def _resolve_importance(self) -> str:
+        if self.options.importance != "auto":
+            return self.options.importance
+        calibration = getattr(self.context, "calibration", None) if self.context is not None else None
+        if calibration is not None and not getattr(calibration, "generated", False):
+            return "activation"
+        self.note("importance=auto without calibration data: channels ranked by l1 (give calibration data for activation importance)")
+        return "l1"
+
     def _prunable(self, analysis) -> list:
         patterns = [p for p in self.options.protect.split("|") if p]
         groups = []
@@ -142,7 +154,7 @@ class PruneChannelsPass(Pass):
         return groups
 
     def _feeds(self, model):
-        data_aware = self.options.reconstruct or self.options.importance in ("activation", "reconstruction")
+        data_aware = self.options.reconstruct or self.importance in ("activation", "reconstruction")
         warning = "calibration data are generated random inputs: importance and reconstruction do not reflect real data"
         feeds = self.calibration_feeds(model, self.options.calib + self.options.holdout, generated=8, warning=warning if data_aware else None)
         if len(feeds) <= self.options.calib:
@@ -150,7 +162,7 @@ class PruneChannelsPass(Pass):
         return feeds[: self.options.calib], feeds[self.options.calib :]
 
     def _scores(self, model, analysis, groups, feeds) -> tuple[dict[int, np.ndarray], dict[int, str]]:
-        kind = self.options.importance
+        kind = self.importance
         criterion = {g.id: kind for g in groups}
         scores: dict[int, np.ndarray] = {}
         if kind == "activation":
