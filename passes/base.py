@@ -12,11 +12,26 @@ A pass is an ``onnx_ir`` in-place pass. Subclasses set:
 
 Passes count what they did in ``self.stats`` (a Counter shown in the report) and record nodes they
 left alone on purpose with ``self.note(...)`` (e.g. an op from an unknown custom domain).
+
+Lossy passes also hand the report what they did layer by layer (the pass manager copies these into
+the pass's record; ``report.md`` and ``report.json`` show them per pass):
+
+- ``self.layers``: one row per changed layer (``layer_row``): ``layer`` (node name), ``op``,
+  ``action`` (short text: "int8", "pruned 16/64 channels"), ``params_before``, ``params_after``,
+  ``macs_before``, ``macs_after``, optionally ``sqnr_db`` (that layer's error on held-back feeds)
+  and any pass-specific keys;
+- ``self.skipped``: ``(layer, reason)`` for layers left alone on purpose;
+- ``self.fidelity``: the pass's own measured output error on held-back feeds, as returned by
+  ``ir.fidelity.measure`` (``max_abs``, ``max_rel``, ``sqnr_db``, ``cosine``, optional
+  ``top1_agreement``, ``feeds``), or None when it measured none.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
+import sys
 import typing
 from collections import Counter
 from typing import Any, ClassVar
@@ -24,6 +39,7 @@ from typing import Any, ClassVar
 import onnx_ir as ir
 
 from ir.errors import UsageError
+from passes.presets import preset_names
 
 PassResult = ir.passes.PassResult
 
@@ -46,6 +62,16 @@ class Pass(ir.passes.InPlacePass):
         self.stats: Counter[str] = Counter()
         self.notes: list[str] = []
         self.context: Any = None  # set by the pass manager: input shapes, calibration data
+        self.layers: list[dict[str, Any]] = []
+        self.skipped: list[tuple[str, str]] = []
+        self.fidelity: dict[str, float] | None = None
+
+    def clear_report(self) -> None:
+        """Forget the statistics and the layer report of an earlier run (the manager calls this)."""
+        self.stats.clear()
+        self.layers = []
+        self.skipped = []
+        self.fidelity = None
 
     def note(self, message: str) -> None:
         if message not in self.notes:
@@ -106,8 +132,6 @@ def registered() -> dict[str, type[Pass]]:
 def lookup(name: str) -> type[Pass]:
     passes = registered()
     if name not in passes:
-        from passes.pipeline import preset_names
-
         known = ", ".join([*passes, *preset_names()])
         raise UsageError(f"unknown pass '{name}' (known: {known})")
     return passes[name]
@@ -117,13 +141,27 @@ def create(name: str, options: dict[str, Any] | None = None) -> Pass:
     return lookup(name)(**(options or {}))
 
 
+# Subpackages of ``passes`` that are not pass families.
+NOT_FAMILIES = frozenset({"app"})
+_LOADED_FAMILIES: set[str] = set()
+
+
 def _load_builtin_passes() -> None:
-    # Importing the package registers every built-in pass; done lazily to keep `import passes` cheap.
-    import passes.fold  # noqa: F401
-    import passes.cluster  # noqa: F401
-    import passes.prune  # noqa: F401
-    import passes.quantize  # noqa: F401
-    import passes.decompose  # noqa: F401
+    """Import every module of every pass family, which registers the passes they define.
+
+    A family is any subpackage folder of ``passes`` except ``app`` and names starting with ``_``;
+    its modules are found on disk (``pkgutil``), so a new family or pass is a new folder or file
+    and nothing else. Done lazily, on the first lookup, to keep ``import passes`` cheap.
+    """
+    package = sys.modules[__package__]
+    for family in pkgutil.iter_modules(package.__path__):
+        if not family.ispkg or family.name in NOT_FAMILIES or family.name.startswith("_") or family.name in _LOADED_FAMILIES:
+            continue
+        family_package = importlib.import_module(f"{__package__}.{family.name}")
+        for module in pkgutil.iter_modules(family_package.__path__):
+            if not module.name.startswith("_") and not module.name.endswith("_test"):
+                importlib.import_module(f"{family_package.__name__}.{module.name}")
+        _LOADED_FAMILIES.add(family.name)
 
 
 def build_options(pass_name: str, options_cls: type, given: dict[str, Any]) -> Any:
@@ -194,6 +232,25 @@ def option_docs(cls: type[Pass]) -> list[tuple[str, str, str, str]]:
         default = "" if field.default is dataclasses.MISSING else format_value(field.default)
         rows.append((field.name, type_text, default, field.metadata.get("doc", "")))
     return rows
+
+
+def layer_costs(model: ir.Model, *, infer_shapes: bool = True) -> dict[ir.Node, tuple[int, int]]:
+    """(params, MACs) of every main-graph node, for the rows of ``Pass.layers`` (unknown MACs count 0)."""
+    from ir import cost  # noqa: PLC0415 - only lossy passes need it
+
+    summary = cost.analyze(model, infer_shapes=infer_shapes)
+    return {node: (entry.params, entry.macs or 0) for node, entry in zip(model.graph, summary.per_node)}
+
+
+def layer_name(node: ir.Node) -> str:
+    return node.name or (node.outputs[0].name if node.outputs else node.op_type)
+
+
+def layer_row(node: ir.Node, action: str, before: tuple[int, int], after: tuple[int, int] | None = None, **extra: Any) -> dict[str, Any]:
+    """One row of ``Pass.layers``: ``before``/``after`` are (params, MACs); ``after`` defaults to ``before``."""
+    after = before if after is None else after
+    return {"layer": layer_name(node), "op": node.op_type, "action": action, "params_before": int(before[0]), "params_after": int(after[0]),
+            "macs_before": int(before[1]), "macs_after": int(after[1]), **extra}
 
 
 def is_standard_domain(node: ir.Node) -> bool:

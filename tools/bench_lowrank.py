@@ -57,9 +57,6 @@ def pipeline(row: str, target: float, calib: int) -> str:
 
 
 def run_pipeline(model, text, cal):
-    import passes.decompose  # noqa: F401
-    import passes.prune  # noqa: F401
-    import passes.quantize  # noqa: F401
     from passes.manager import PassContext
     from passes.pipeline import parse
 
@@ -119,7 +116,7 @@ def tensorly_anchor(base, layers_rows):
 
 def measure(name, base, base_run, feed, model, holdout, args, base_macs):
     from ir import cost
-    from passes.quantize.fidelity import compare_models
+    from ir.fidelity import measure as compare_models
 
     summary = cost.analyze(model)
     fidelity = compare_models(base, model, holdout)

@@ -28,7 +28,7 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from ir import cost, io
+from ir import cost, fidelity, io
 from passes.base import Pass, PassResult
 from passes.decompose import budget
 from passes.decompose.candidates import Option
@@ -179,11 +179,9 @@ class LowRankPass(Pass):
     def _report(self, original, model, picked, holdout, totals) -> None:
         layer_sqnr = {}
         if holdout:
-            from passes.quantize.fidelity import compare_values  # noqa: PLC0415
-
             names = [layer.node.outputs[0].name for layer, _ in picked]
-            layer_sqnr = {name: summary["sqnr_db"] for name, summary in compare_values(original, model, names, holdout).items()}
-            self.fidelity = measure_fidelity(original, model, holdout)
+            layer_sqnr = {name: summary["sqnr_db"] for name, summary in fidelity.measure_values(original, model, names, holdout).items()}
+            self.fidelity = fidelity.measure(original, model, holdout)
             text = ", ".join(f"{k} {v:.4g}" for k, v in self.fidelity.items() if isinstance(v, float))
             self.note(f"output error on {len(holdout)} held-back calibration feeds: {text}")
         for layer, option in picked:
@@ -203,21 +201,6 @@ class LowRankPass(Pass):
         self.stats["params before"], self.stats["params after"] = totals.params, totals.params - saved_params
         for method in sorted({r["method"] for r in self.layers}):
             self.stats[f"layers by {method}"] = sum(r["method"] == method for r in self.layers)
-
-
-def measure_fidelity(reference: ir.Model, model: ir.Model, feeds) -> dict:
-    """The model's output error on ``feeds`` (``ir.fidelity.measure`` where the project has it)."""
-    try:
-        from ir import fidelity  # noqa: PLC0415
-    except ImportError:
-        fidelity = None
-    if fidelity is not None and hasattr(fidelity, "measure"):
-        return dict(fidelity.measure(reference, model, feeds))
-    from passes.quantize.fidelity import compare_models  # noqa: PLC0415
-
-    result = compare_models(reference, model, feeds)
-    result["feeds"] = len(feeds)
-    return result
 
 
 def _refittable_last(node: ir.Node) -> bool:

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from ir.channel_groups import constant_array
+from ir.constants import weight_array
 from ir.cost import static_dims
 from passes.reconstruct import bias_of, flat_weight
 
@@ -123,7 +123,7 @@ class Layer:
 def describe(node: ir.Node) -> Layer | str:
     """The node as a ``Layer``, or why it is left alone."""
     label = f"{node.op_type} '{node.name or node.outputs[0].name}'"
-    weight = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+    weight = weight_array(node.inputs[1]) if len(node.inputs) > 1 else None
     if weight is None:
         return f"{label}: the weight is not a constant"
     if weight.dtype.kind != "f":
@@ -134,7 +134,7 @@ def describe(node: ir.Node) -> Layer | str:
         return f"{label}: the weight is not 2-D"
     if node.op_type == "Gemm" and node.attributes.get_int("transA", 0):
         return f"{label}: transA=1"
-    if node.op_type == "MatMul" and constant_array(node.inputs[0]) is not None:
+    if node.op_type == "MatMul" and weight_array(node.inputs[0]) is not None:
         return f"{label}: both inputs are constant"
     x = static_dims(node.inputs[0])
     if x is None:
@@ -142,7 +142,7 @@ def describe(node: ir.Node) -> Layer | str:
     matrix = flat_weight(node)  # [outputs, inputs]
     bias = None
     if node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2] is not None:
-        c = constant_array(node.inputs[2])
+        c = weight_array(node.inputs[2])
         if c is None or c.size not in (1, matrix.shape[0]):
             return f"{label}: the bias C is not a constant of one value or one per output"
         bias = bias_of(node, matrix.shape[0])
@@ -162,7 +162,7 @@ def _describe_conv(node: ir.Node, weight: np.ndarray, label: str) -> Layer | str
         return f"{label}: the input or output shape is not known"
     bias = None
     if len(node.inputs) > 2 and node.inputs[2] is not None:
-        if constant_array(node.inputs[2]) is None:
+        if weight_array(node.inputs[2]) is None:
             return f"{label}: the bias is not a constant"
         bias = bias_of(node, weight.shape[0])
     return Layer(node, "conv", weight.astype(np.float64), bias, tuple(x[2:]), tuple(y[2:]), batch=x[0])

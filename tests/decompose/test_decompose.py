@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import pytest
 
-import passes.decompose  # noqa: F401  (registers decompose and separable)
 from ir import cost, io, runtime
 from ir.errors import UsageError
 from passes.base import create

@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import pytest
 
-import passes.decompose  # noqa: F401
 from ir import cost, io, runtime
 from ir.errors import UsageError
 from passes.base import create
@@ -62,7 +61,7 @@ def test_options_are_validated():
 
 @pytest.mark.parametrize("pipeline", ["fold,decompose{macs=0.3},quantize", "separable{macs=0.3},quantize"])
 def test_low_rank_passes_compose_with_quantize_through_the_cli(tmp_path, pipeline):
-    from passes.cli import main
+    from passes.app.cli import main
 
     source = tmp_path / "chain.onnx"
     io.save(chain_model(), source)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-import passes.prune  # noqa: F401
 from ir import io, shapes
 from models import zoo
 from passes.base import create
@@ -18,10 +17,10 @@ def test_importance_defaults_to_activation_with_calibration_data_and_to_l1_witho
     with_data = create("prune", {"macs": "0.3"})
     with_data.context = PassContext(calibration=Calibration.from_iterable(correlated_feeds(8, seed=1)))
     with_data(chain_model())
-    assert {row["why"] for row in with_data.report["groups"]} == {"lowest activation importance"}
+    assert {row["why"] for row in with_data.layers} == {"lowest activation importance"}
     without = create("prune", {"macs": "0.3"})
     without(chain_model())
-    assert {row["why"] for row in without.report["groups"]} == {"lowest l1 importance"}
+    assert {row["why"] for row in without.layers} == {"lowest l1 importance"}
     assert any("importance=auto without calibration data" in note for note in without.notes)
 
 

@@ -8,17 +8,12 @@ written atomically.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import traceback
-from pathlib import Path
-
-from rich.console import Console
 
 from ir.errors import GraphpressError, UsageError
-
-console = Console()
-errors = Console(stderr=True)
+from passes.app import commands
+from passes.app.output import errors
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--tolerance", type=float, default=1e-4, help="largest relative output error a lossless pass may introduce")
     optimize.add_argument("--atol", type=float, default=1e-6, help="absolute output error always accepted (for outputs whose values are all tiny)")
     optimize.add_argument("--strict", action="store_true", help="fail instead of rolling back a pass that breaks the model")
+    optimize.add_argument("--min-sqnr", type=float, metavar="DB", help="fail (exit 1, write nothing) when a lossy pipeline's output SQNR is below DB")
     optimize.add_argument("--dump-dir", help="write the model after every pass that changed it into this folder")
 
     inspect = commands.add_parser("inspect", help="op histogram, inputs/outputs, params, MACs, per-layer table")
@@ -75,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true")
     inspect.add_argument("--layers", type=int, default=30, help="rows of the per-layer table (0: all)")
     inspect.add_argument("--groups", action="store_true", help="show the channel dependency groups that pruning works on")
+    inspect.add_argument("--html", metavar="FILE", help="write a self-contained HTML page: the graph, where the MACs and weights are")
 
     diff = commands.add_parser("diff", help="what changed between two models")
     diff.add_argument("a")
@@ -97,8 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        from passes import commands
-
         return getattr(commands, f"run_{args.command}")(args)
     except GraphpressError as exc:
         if debug:
@@ -115,10 +110,3 @@ def main(argv: list[str] | None = None) -> int:
         errors.print(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", markup=False, soft_wrap=True)
         return 1
 
-
-def print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def default_output_dir(model: str) -> Path:
-    return Path.cwd() / f"{Path(model).stem}-optimized"
