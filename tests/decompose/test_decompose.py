@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from ir import cost, io, runtime
+from ir import cost, fidelity, io, runtime
 from ir.errors import UsageError
 from passes.base import create
 from passes.decompose import budget
@@ -18,7 +18,7 @@ from tests.decompose.helpers import chain_model, correlated_feeds, run_pass
 
 
 def max_rel_error(reference, model, feeds) -> float:
-    return max(runtime.compare(runtime.run(reference, f), runtime.run(model, f))["max_rel"] for f in feeds)
+    return max(fidelity.compare(runtime.run(reference, f), runtime.run(model, f))["max_rel"] for f in feeds)
 
 
 @pytest.mark.parametrize("method", ["svd", "spatial-svd", "tucker"])

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from ir import cost, io, runtime
+from ir import cost, fidelity, io, runtime
 from ir.errors import UsageError
 from passes.base import create
 from passes.reconstruct import output_sqnr_db
@@ -23,7 +23,7 @@ def test_full_rank_is_exact_against_onnx_runtime(order):
     ops = [n.op_type for n in model.graph]
     assert ops.count("Conv") == 7  # each of the three became two convs: the R branches collapsed
     for feed in correlated_feeds(2, seed=4):
-        assert runtime.compare(runtime.run(reference, feed), runtime.run(model, feed))["max_rel"] < 1e-4
+        assert fidelity.compare(runtime.run(reference, feed), runtime.run(model, feed))["max_rel"] < 1e-4
     onnx.checker.check_model(io.to_proto(model), full_check=True)
 
 
