@@ -96,7 +96,7 @@ class LowRankPass(Pass):
         picked = [(layer, option) for layer, option in zip(layers, chosen) if option is not None]
         for layer, options, option in zip(layers, per_layer, chosen):
             if option is None and options:
-                self.skipped.append((layer.name, "left whole by the budget (its cheapest error per MAC saved is not needed)"))
+                self.skipped.append((layer.name, "left whole: the target is met at less total error without it"))
         if not picked:
             self.note("the target factorizes no layer")
             return PassResult(model, modified=False)
