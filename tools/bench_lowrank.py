@@ -75,6 +75,7 @@ def tensorly_anchor(base, layers_rows):
     data-free factorization at the same ranks (no data, no refit)."""
     import tensorly as tl
     from tensorly.decomposition import parafac, partial_tucker
+    from tensorly.tenalg import svd_interface
 
     from ir import cost, io
     from passes.decompose import factorize as fz
@@ -88,7 +89,7 @@ def tensorly_anchor(base, layers_rows):
         layer = describe(by_name[row["layer"]])
         w, method, ranks = layer.weight, row["method"], row["ranks"]
         if method == "svd":
-            u, s, vt = tl.partial_svd(tl.tensor(w.reshape(w.shape[0], -1)), n_eigenvecs=ranks[0])
+            u, s, vt = svd_interface(tl.tensor(w.reshape(w.shape[0], -1)), n_eigenvecs=ranks[0])
             root = np.sqrt(s)
             first = (root[:, None] * vt).reshape((ranks[0], *w.shape[1:]))
             second = (u * root).reshape((w.shape[0], ranks[0]) + (1,) * (w.ndim - 2))
