@@ -168,6 +168,7 @@ class BuildResult:
     artifacts: tuple[Artifact, ...] = ()
     latency: Latency | None = None
     tuning: TuningSummary | None = None
+    details: Mapping[str, object] | None = None  # backend-specific report fields (the accelerator's)
 
 
 class Backend(abc.ABC):

@@ -79,6 +79,8 @@ def report_dict(report: TargetReport) -> dict[str, Any]:
         tuning=None if result.tuning is None else {**dataclasses.asdict(result.tuning), "database": str(result.tuning.database or "")},
         notes=list(result.notes),
     )
+    if result.details is not None:
+        data["accelerator"] = dict(result.details)
     return data
 
 

@@ -321,6 +321,7 @@ class CheckedRefit:
     result: RefitResult
     accepted: bool  # the refit weights are in ``model``
     check: dict | None = None  # held-out feeds and the output SQNR without and with the refit
+    written: list[ir.Node] = dataclasses.field(default_factory=list)  # the nodes of ``model`` holding refit weights
 
 
 def refit_checked(reference: ir.Model, model: ir.Model, nodes: Sequence[ir.Node], feeds: Sequence[dict[str, np.ndarray]], *,
@@ -341,7 +342,7 @@ def refit_checked(reference: ir.Model, model: ir.Model, nodes: Sequence[ir.Node]
     result = refit_layers(reference, candidate, [twin[n] for n in nodes], feeds, ridge=ridge,
                           kept_outputs={twin[n]: v for n, v in kept_outputs.items() if n in twin}, validate_every=validate_every)
     if candidate is model or not result.written:
-        return CheckedRefit(result, bool(result.written))
+        return CheckedRefit(result, bool(result.written), written=list(result.written))
     unrefit = output_sqnr_db(reference, model, check)
     refit = output_sqnr_db(reference, candidate, check)
     report = {"feeds": len(check), "sqnr_db_unrefit": unrefit, "sqnr_db_refit": refit}
@@ -352,7 +353,7 @@ def refit_checked(reference: ir.Model, model: ir.Model, nodes: Sequence[ir.Node]
         weight = flat_weight(done)
         bias = bias_of(done, weight.shape[0]) if has_bias_input(done) else None
         write_layer(back[done], weight, bias)
-    return CheckedRefit(result, True, report)
+    return CheckedRefit(result, True, report, [back[done] for done in result.written])
 
 
 def output_sqnr_db(reference: ir.Model, model: ir.Model, feeds: Sequence[dict[str, np.ndarray]]) -> float:

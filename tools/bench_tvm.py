@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from backends import compile_model  # noqa: E402
 from backends.numeric_check import compare_outputs  # noqa: E402
 from ir import runtime  # noqa: E402
+import machine_load  # noqa: E402  (tools/, the script's folder)
 
 
 FOLDED: dict[str, str] = {}
@@ -109,6 +110,7 @@ def main() -> int:
     args = parser.parse_args()
     budgets_for = budget_table(args.budgets or ["64,256"])
     started = time.perf_counter()
+    load_start = machine_load.snapshot()
     sections = []
     for name in args.models.split(","):
         model, shapes = load_model(name)
@@ -127,8 +129,8 @@ def main() -> int:
             rows.append(tvm_row(f"tuned-{budgets[-1]}-again", model, shapes, scratch, args.repeat, reference, feeds, tune_trials=budgets[-1], tune_db=db))
         sections.append((name, shapes, ort_ms, rows))
         print(name, ort_ms, rows, flush=True)
-        write(Path(args.out), sections, args.repeat, time.perf_counter() - started)  # partial results survive
-    write(Path(args.out), sections, args.repeat, time.perf_counter() - started)
+        write(Path(args.out), sections, args.repeat, time.perf_counter() - started, (load_start, None))  # partial results survive
+    write(Path(args.out), sections, args.repeat, time.perf_counter() - started, (load_start, machine_load.snapshot()))
     return 0
 
 
@@ -141,7 +143,7 @@ def budget_table(specs: list[str]) -> dict[str, list[int]]:
     return table
 
 
-def write(path: Path, sections, repeat, seconds) -> None:
+def write(path: Path, sections, repeat, seconds, load) -> None:
     versions = {p: metadata.version(p) for p in ("apache-tvm", "apache-tvm-ffi", "onnxruntime", "xgboost-cpu")}
     lines = [
         "## TVM: ONNX Runtime vs untuned vs MetaSchedule-tuned (CPU)",
@@ -151,6 +153,7 @@ def write(path: Path, sections, repeat, seconds) -> None:
         f"Written by `tools/bench_tvm.py` in one run of {seconds / 60:.1f} min. Latency: median of {repeat} runs "
         "(untuned: fewer) after a warm-up, one random input, all cores for both; ONNX Runtime is measured again right after each TVM library and the ratio uses that measurement. Candidates are built in-process and measured by MetaSchedule's local runner. Each budget tunes into a fresh "
         "database; the `-again` row runs the last budget again on that database: tasks with records come from it, the budget goes to the others (incremental tuning). Error: max |TVM - ORT| / output magnitude.",
+        machine_load.describe(*load),
         "",
     ]
     for name, shapes, ort_ms, rows in sections:
