@@ -25,7 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ir.channel_groups import ChannelAnalysis, Group, weight_array
-from passes.prune.reconstruct import MAX_ROWS_PER_BATCH, capture_values, NormalEquations, flat_weight, is_refittable, layer_rows
+from passes.reconstruct import capture_values, flat_weight, input_grams, is_refittable
 
 
 def weight_norms(group: Group, order: int) -> np.ndarray:
@@ -80,23 +80,16 @@ def reconstruction_scores(model: ir.Model, analysis: ChannelAnalysis, groups: li
     """ThiNet-style greedy scores per group (see module docstring)."""
     feeds = list(feeds)
     wanted = {g.id for g in groups}
-    consumers = list({id(a): a for g in groups for a in g.consumers if is_refittable(a.node) and _features(a.node) <= MAX_FEATURES}.values())
+    consumers = list({id(a): a for g in groups for a in g.consumers if is_refittable(a.node)}.values())
+    grams = input_grams(model, list({a.node: None for a in consumers}), feeds, seed=seed, max_features=MAX_FEATURES)
+    consumers = [a for a in consumers if a.node in grams]
     if not consumers:
         return {}
-    systems: dict[int, NormalEquations] = {}
-    rng = np.random.default_rng(seed)
-    names = list(dict.fromkeys(a.node.inputs[0].name for a in consumers))
-    for arrays in capture_values(model, names, feeds):
-        for action in consumers:
-            rows = layer_rows(action.node, arrays[action.node.inputs[0].name])
-            if rows.shape[0] > MAX_ROWS_PER_BATCH:
-                rows = rows[rng.choice(rows.shape[0], MAX_ROWS_PER_BATCH, replace=False)]
-            systems.setdefault(id(action), NormalEquations(rows.shape[1], 0)).add(rows)
     interactions = {gid: np.zeros((analysis.sizes[gid],) * 2) for gid in wanted}
     energy = {gid: 0.0 for gid in wanted}
     for action in consumers:
         weight = flat_weight(action.node)  # [outputs, channels * block]
-        gram = systems[id(action)].xtx
+        gram = grams[action.node].xtx
         channels = action.layout.channels
         block = weight.shape[1] // channels  # kernel positions, or flattened features per channel
         coupling = (weight.T @ weight) * gram
@@ -113,11 +106,6 @@ def reconstruction_scores(model: ir.Model, analysis: ChannelAnalysis, groups: li
 
 
 MAX_FEATURES = 8192  # X^T X of a wider layer (e.g. VGG's 25088-feature Gemm) would not fit in memory
-
-
-def _features(node: ir.Node) -> int:
-    shape = weight_array(node.inputs[1]).shape
-    return int(np.prod(shape[1:])) if node.op_type == "Conv" else shape[0] if node.op_type == "MatMul" or not node.attributes.get_int("transB", 0) else shape[1]
 
 
 def _greedy_scores(m: np.ndarray) -> np.ndarray:

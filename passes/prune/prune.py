@@ -7,13 +7,15 @@ Rules:
   over channels, attention, anything the analysis cannot prove) are left alone and counted by reason.
 - Exactly one target: ``ratio`` (fraction of the prunable channels), ``macs`` or ``params`` (fraction
   of the model's MACs / parameters to remove). Channels are ranked globally by ``importance``
-  (normalized per group), with ``uniform=true`` every group loses ``ratio`` of its channels instead.
+  (normalized per group; the default ``importance=auto`` is ``activation`` when calibration data are
+  given and ``l1``, with a note, when they are not: on PP-OCRv4 rec at 30% fewer MACs with 64
+  calibration images ``l1`` kept 0.598 character accuracy, ``activation`` 0.993), with ``uniform=true`` every group loses ``ratio`` of its channels instead.
   ``max_layer_ratio`` caps the fraction removed from one group, ``round`` (default 8) rounds kept
   counts up to a multiple (a group smaller than that is kept whole), ``protect`` (``|``-separated fnmatch patterns on node or output names) keeps the groups
   touching matching layers whole.
 - ``reconstruct=true`` refits every Conv/Gemm/MatMul whose input lost channels by regularized least
   squares on calibration data, so that its outputs match the original model's
-  (``passes.prune.reconstruct``). Every 4th calibration feed is held out per layer to choose the
+  (``passes.reconstruct``). Every 4th calibration feed is held out per layer to choose the
   ridge (``ridge`` times 1 to 1e6); a layer whose refit does not lower the error on those feeds keeps
   its pruned weights (the ``refit`` key of its row in ``self.layers`` lists its errors). The final fit uses all
   feeds, and the whole refit is discarded when the model's output SQNR on the held-out feeds is
@@ -47,10 +49,10 @@ from passes.base import Pass, PassResult, layer_costs, layer_name, layer_row, re
 from passes.prune import importance as imp
 from passes.prune.apply import remove_channels
 from passes.prune.intent import PruneIntent, Refit
-from passes.prune.reconstruct import bias_of, flat_weight, has_bias_input, refit_layers, write_layer
+from passes.reconstruct import bias_of, flat_weight, has_bias_input, refit_checked
 from passes.prune.selection import CostModel, select
 
-Importance = Literal["l1", "l2", "bn", "activation", "reconstruction"]
+Importance = Literal["auto", "l1", "l2", "bn", "activation", "reconstruction"]
 VALIDATE_EVERY = 4  # every 4th calibration feed is held out to check the refit
 
 
@@ -63,7 +65,7 @@ class PruneOptions:
     ratio: float = dataclasses.field(default=0.0, metadata={"check": _fraction, "rule": "in [0, 1)", "doc": "fraction of prunable channels to remove"})
     macs: float = dataclasses.field(default=0.0, metadata={"check": _fraction, "rule": "in [0, 1)", "doc": "fraction of MACs to remove"})
     params: float = dataclasses.field(default=0.0, metadata={"check": _fraction, "rule": "in [0, 1)", "doc": "fraction of parameters to remove"})
-    importance: Importance = dataclasses.field(default="l1", metadata={"doc": "channel importance criterion"})
+    importance: Importance = dataclasses.field(default="auto", metadata={"doc": "channel importance criterion (auto: activation with calibration data, else l1)"})
     uniform: bool = dataclasses.field(default=False, metadata={"doc": "remove `ratio` of every group instead of ranking globally"})
     # 8, not 1: ONNX Runtime runs a convolution with its fast blocked (NCHWc) kernels only when the
     # channel counts are multiples of 8; odd counts fall back to im2col + GEMM with layout reorders,
@@ -103,6 +105,7 @@ class PruneChannelsPass(Pass):
 
     def call(self, model: ir.Model) -> PassResult:
         opts = self.options
+        self.importance = self._resolve_importance()
         self._intent = None
         analysis = channel_groups.analyze(model)
         groups = self._prunable(analysis)
@@ -142,6 +145,15 @@ class PruneChannelsPass(Pass):
         return PassResult(model, modified=True)
 
     # -- steps -----------------------------------------------------------------------------------
+    def _resolve_importance(self) -> str:
+        if self.options.importance != "auto":
+            return self.options.importance
+        calibration = getattr(self.context, "calibration", None) if self.context is not None else None
+        if calibration is not None and not getattr(calibration, "generated", False):
+            return "activation"
+        self.note("importance=auto without calibration data: channels ranked by l1 (give calibration data for activation importance)")
+        return "l1"
+
     def _prunable(self, analysis) -> list:
         patterns = [p for p in self.options.protect.split("|") if p]
         groups = []
@@ -164,7 +176,7 @@ class PruneChannelsPass(Pass):
         return groups
 
     def _feeds(self, model):
-        data_aware = self.options.reconstruct or self.options.importance in ("activation", "reconstruction")
+        data_aware = self.options.reconstruct or self.importance in ("activation", "reconstruction")
         warning = "calibration data are generated random inputs: importance and reconstruction do not reflect real data"
         feeds = self.calibration_feeds(model, self.options.calib + self.options.holdout, generated=8, warning=warning if data_aware else None)
         if len(feeds) <= self.options.calib:
@@ -172,7 +184,7 @@ class PruneChannelsPass(Pass):
         return feeds[: self.options.calib], feeds[self.options.calib :]
 
     def _scores(self, model, analysis, groups, feeds) -> tuple[dict[int, np.ndarray], dict[int, str]]:
-        kind = self.options.importance
+        kind = self.importance
         criterion = {g.id: kind for g in groups}
         scores: dict[int, np.ndarray] = {}
         if kind == "activation":
@@ -229,39 +241,29 @@ class PruneChannelsPass(Pass):
                     self.layers.append(row)
 
     def _reconstruct(self, original, model, consumers, feeds, kept_outputs) -> dict[str, dict]:
-        """Refit a copy; keep its weights unless its output error on the feeds that the refit held out
-        per layer is higher than the unrefit model's (each layer can improve on its own held-out rows
-        while the whole network gets worse: random-weight ResNet-50 at 128, SQNR 3.96 -> 3.27 dB)."""
-        check = feeds[VALIDATE_EVERY - 1 :: VALIDATE_EVERY]
-        candidate = io.copy_model(model) if check else model
-        nodes, twins = list(model.graph), list(candidate.graph)
-        position = {node: i for i, node in enumerate(nodes)}
-        twin = {node: twins[position[node]] for node in consumers}
-        result = refit_layers(original, candidate, [twin[n] for n in consumers], feeds, ridge=self.options.ridge,
-                              kept_outputs={twin[n]: v for n, v in kept_outputs.items() if n in twin},
-                              validate_every=VALIDATE_EVERY)
+        """Refit the consumers (``passes.reconstruct.refit_checked``: on a copy, kept only when the
+        output error on the feeds held out per layer is not higher with the refit: each layer can
+        improve on its own held-out rows while the whole network gets worse, random-weight ResNet-50
+        at 128, SQNR 3.96 -> 3.27 dB)."""
+        done = refit_checked(original, model, list(consumers), feeds, ridge=self.options.ridge,
+                             kept_outputs=kept_outputs, validate_every=VALIDATE_EVERY)
+        result = done.result
         refits = {report["layer"]: report for report in result.layer_reports}
         if result.skipped:
             self.stats["layers not refit: fewer calibration rows than features"] = result.skipped
         if result.rejected:
             self.stats["layers not refit: no lower error on held-out calibration feeds"] = result.rejected
-        if candidate is not model and result.written:
-            unrefit = measure_fidelity(original, model, check)["sqnr_db"]
-            refit = measure_fidelity(original, candidate, check)["sqnr_db"]
-            self.note(f"refit check on {len(check)} held-out calibration feeds: output SQNR {refit:.2f} dB refit, {unrefit:.2f} dB without")
-            if refit < unrefit:
-                self.note(f"refit discarded: output SQNR on {len(check)} held-out calibration feeds "
+        if done.check is not None:
+            refit, unrefit = done.check["sqnr_db_refit"], done.check["sqnr_db_unrefit"]
+            self.note(f"refit check on {done.check['feeds']} held-out calibration feeds: output SQNR {refit:.2f} dB refit, {unrefit:.2f} dB without")
+            if not done.accepted:
+                self.note(f"refit discarded: output SQNR on {done.check['feeds']} held-out calibration feeds "
                           f"{refit:.2f} dB < {unrefit:.2f} dB without it")
                 self.stats["refits discarded: higher output error on held-out calibration feeds"] += 1
                 self.stats["layers refit"] = 0
                 return refits
-            back = {twins[i]: node for i, node in enumerate(nodes)}
-            for done in result.written:
-                weight = flat_weight(done)
-                bias = bias_of(done, weight.shape[0]) if has_bias_input(done) else None
-                write_layer(back[done], weight, bias)
         # the nodes of ``model`` that now hold refitted weights (the intent substitutes them)
-        self._refit_nodes = [back[done] for done in result.written] if candidate is not model else list(result.written)
+        self._refit_nodes = list(done.written)
         self.stats["layers refit"] = result.layers
         return refits
 

@@ -33,7 +33,7 @@ from ir.errors import UsageError
 from ir.fidelity import describe, measure as measure_fidelity
 from passes.base import Pass, PassResult, layer_costs, register
 from passes.prune.blocks import Block, find_blocks
-from passes.prune.reconstruct import capture_values
+from passes.reconstruct import capture_values
 
 
 @dataclasses.dataclass(frozen=True)

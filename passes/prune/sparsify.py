@@ -25,7 +25,7 @@ import onnx_ir as ir
 from ir import io
 from ir.channel_groups import weight_array
 from passes.base import Pass, PassResult, layer_costs, layer_row, register
-from passes.prune.reconstruct import _set_input
+from passes.reconstruct import _set_input
 
 LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 

@@ -1,6 +1,6 @@
 """Block-wise symmetric low-bit rounding of a weight matrix: round-to-nearest or GPTQ.
 
-The weight is ``W [outputs, features]`` (rows are output channels, as ``prune.reconstruct.flat_weight``
+The weight is ``W [outputs, features]`` (rows are output channels, as ``passes.reconstruct.flat_weight``
 gives it); each row is cut into blocks of ``block_size`` consecutive features that share one scale
 (``max |w| / levels`` with ``levels = 2^(bits-1) - 1``).
 

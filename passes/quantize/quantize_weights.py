@@ -37,7 +37,7 @@ from ir import activations, fidelity, io
 from ir.constants import constant_array
 from ir.errors import InvalidModelError, UsageError
 from passes.base import Pass, PassResult, layer_costs, layer_row, register
-from passes.prune.reconstruct import flat_weight, layer_rows
+from passes.reconstruct import flat_weight, layer_rows
 from passes.quantize import gptq, lowbit, matmulnbits, qdq
 
 MAX_ROWS = 4096

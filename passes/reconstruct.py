@@ -8,10 +8,15 @@ The normal equations ``X'^T X'`` and ``X'^T Y`` are accumulated batch by batch (
 so memory is bounded by one batch plus a features x features matrix, however much data is given.
 The ridge is relative: ``ridge * trace(X^T X) / features``, so it does not depend on the data scale.
 
-Reusable pieces: ``layer_rows`` (a layer's input as rows of features, in the order of its flattened
-weight), ``output_rows`` (its output as rows), ``NormalEquations`` and ``refit_layers`` (the
+One implementation serves every lossy pass that refits layers (``prune``, ``decompose``,
+``separable``). Reusable pieces: ``layer_rows`` (a layer's input as rows of features, in the order of
+its flattened weight), ``output_rows`` (its output as rows), ``NormalEquations``, ``input_grams``
+(each layer's input covariance ``X^T X`` on calibration data: the metric in which a compressed
+weight's output error is measured, and the whitening of a data-aware SVD), ``refit_layers`` (the
 sequential driver: layers are refit in graph order, in chunks, each chunk seeing the inputs that the
-already-refit layers produce).
+already-refit layers produce: asymmetric, so later layers correct the errors of earlier ones) and
+``refit_checked`` (the driver run on a copy, kept only when the model's output error on held-out
+feeds is not higher with it).
 """
 
 from __future__ import annotations
@@ -261,6 +266,110 @@ def refit_layers(
     return RefitResult(len(nodes) - skipped - rejected, total_rows, skipped, rejected, reports, written)
 
 
+def input_grams(model: ir.Model, nodes: Sequence[ir.Node], feeds: Iterable[dict[str, np.ndarray]], *, seed: int = 0,
+                max_features: int | None = None) -> dict[ir.Node, NormalEquations]:
+    """``X^T X`` of each refittable node's input rows (``layer_rows``) on ``feeds``, rows sampled to
+    ``MAX_ROWS_PER_BATCH`` per feed. Nodes with more than ``max_features`` features are left out
+    (their features x features matrix would not fit in memory)."""
+    rng = np.random.default_rng(seed)
+    nodes = [n for n in nodes if is_refittable(n) and (max_features is None or feature_count(n) <= max_features)]
+    grams: dict[ir.Node, NormalEquations] = {}
+    names = list(dict.fromkeys(n.inputs[0].name for n in nodes))
+    if not names:
+        return grams
+    for arrays in capture_values(model, names, feeds):
+        for node in nodes:
+            rows = layer_rows(node, arrays[node.inputs[0].name])
+            if rows.shape[0] > MAX_ROWS_PER_BATCH:
+                rows = rows[rng.choice(rows.shape[0], MAX_ROWS_PER_BATCH, replace=False)]
+            grams.setdefault(node, NormalEquations(rows.shape[1], 0)).add(rows)
+    return grams
+
+
+def sample_input_rows(model: ir.Model, nodes: Sequence[ir.Node], feeds: Sequence[dict[str, np.ndarray]], *, rows: int = 1024,
+                      seed: int = 0) -> dict[ir.Node, np.ndarray]:
+    """Up to ``rows`` rows of each refittable node's input (``layer_rows``, float32), drawn evenly
+    from ``feeds``: a sample of the layer's input distribution, cheaper than ``X^T X`` for wide
+    layers."""
+    rng = np.random.default_rng(seed)
+    feeds = list(feeds)
+    nodes = [n for n in nodes if is_refittable(n)]
+    per_feed = max(1, -(-rows // max(len(feeds), 1)))
+    parts: dict[ir.Node, list[np.ndarray]] = {n: [] for n in nodes}
+    names = list(dict.fromkeys(n.inputs[0].name for n in nodes))
+    if not names:
+        return {}
+    for arrays in capture_values(model, names, feeds):
+        for node in nodes:
+            x = layer_rows(node, arrays[node.inputs[0].name])
+            if x.shape[0] > per_feed:
+                x = x[rng.choice(x.shape[0], per_feed, replace=False)]
+            parts[node].append(x.astype(np.float32))
+    return {node: np.concatenate(p)[:rows] for node, p in parts.items() if p}
+
+
+def feature_count(node: ir.Node) -> int:
+    """Columns of ``layer_rows`` for the node (Conv: C/group * prod(kernel); Gemm/MatMul: inputs)."""
+    shape = weight_array(node.inputs[1]).shape
+    if node.op_type == "Conv":
+        return int(np.prod(shape[1:]))
+    return shape[0] if node.op_type == "MatMul" or not node.attributes.get_int("transB", 0) else shape[1]
+
+
+@dataclasses.dataclass
+class CheckedRefit:
+    result: RefitResult
+    accepted: bool  # the refit weights are in ``model``
+    check: dict | None = None  # held-out feeds and the output SQNR without and with the refit
+    written: list[ir.Node] = dataclasses.field(default_factory=list)  # the nodes of ``model`` holding refit weights
+
+
+def refit_checked(reference: ir.Model, model: ir.Model, nodes: Sequence[ir.Node], feeds: Sequence[dict[str, np.ndarray]], *,
+                  ridge: float, kept_outputs: dict[ir.Node, np.ndarray] | None = None, validate_every: int = 4) -> CheckedRefit:
+    """``refit_layers`` on a copy of ``model``; the refit weights are written back only when the
+    model's output SQNR on the feeds the refit held out per layer is not lower with them (each layer
+    can improve on its own held-out rows while the whole network gets worse: random-weight ResNet-50
+    at 128 after pruning, SQNR 3.96 -> 3.27 dB). The check is biased towards the refit: a discard is
+    a reliable signal. With fewer than ``validate_every`` feeds the refit is written without check."""
+    from ir import io  # noqa: PLC0415
+
+    kept_outputs = kept_outputs or {}
+    check = list(feeds[validate_every - 1 :: validate_every]) if validate_every >= 2 else []
+    candidate = io.copy_model(model) if check else model
+    originals, twins = list(model.graph), list(candidate.graph)
+    position = {node: i for i, node in enumerate(originals)}
+    twin = {node: twins[position[node]] for node in nodes}
+    result = refit_layers(reference, candidate, [twin[n] for n in nodes], feeds, ridge=ridge,
+                          kept_outputs={twin[n]: v for n, v in kept_outputs.items() if n in twin}, validate_every=validate_every)
+    if candidate is model or not result.written:
+        return CheckedRefit(result, bool(result.written), written=list(result.written))
+    unrefit = output_sqnr_db(reference, model, check)
+    refit = output_sqnr_db(reference, candidate, check)
+    report = {"feeds": len(check), "sqnr_db_unrefit": unrefit, "sqnr_db_refit": refit}
+    if refit < unrefit:
+        return CheckedRefit(result, False, report)
+    back = {twins[i]: node for i, node in enumerate(originals)}
+    for done in result.written:
+        weight = flat_weight(done)
+        bias = bias_of(done, weight.shape[0]) if has_bias_input(done) else None
+        write_layer(back[done], weight, bias)
+    return CheckedRefit(result, True, report, [back[done] for done in result.written])
+
+
+def output_sqnr_db(reference: ir.Model, model: ir.Model, feeds: Sequence[dict[str, np.ndarray]]) -> float:
+    """SQNR in dB of all float outputs of ``model`` against ``reference`` over ``feeds``."""
+    sess_ref, sess = runtime.session(reference), runtime.session(model)
+    signal = noise = 0.0
+    for feed in feeds:
+        want, got = runtime.run(sess_ref, feed), runtime.run(sess, feed)
+        for name, ref in want.items():
+            if ref.dtype.kind == "f":
+                ref64 = ref.astype(np.float64)
+                signal += float(np.sum(ref64**2))
+                noise += float(np.sum((ref64 - got[name]) ** 2))
+    return 10 * float(np.log10(signal / noise)) if noise > 0 else float("inf")
+
+
 def truncated_session(model: ir.Model, names: Sequence[str]):
     """An optimized ONNX Runtime session computing only ``names`` and the nodes they depend on
     (calibration capture runs the model once per layer chunk, so the saving adds up)."""
@@ -357,7 +466,16 @@ def write_layer(node: ir.Node, weight: np.ndarray, bias: np.ndarray | None) -> N
 
 def _set_input(node: ir.Node, index: int, array: np.ndarray) -> None:
     graph = node.graph
-    base = f"{node.name or node.outputs[0].name}_refit_{index}"
+    value = add_initializer(graph, f"{node.name or node.outputs[0].name}_refit_{index}", array)
+    old = node.inputs[index]
+    node.replace_input_with(index, value)
+    if old is not None and old.is_initializer() and not old.uses() and not old.is_graph_input() and not old.is_graph_output():
+        graph.initializers.pop(old.name, None)
+
+
+def add_initializer(graph: ir.Graph, base: str, array: np.ndarray) -> ir.Value:
+    """A new initializer holding ``array``, named ``base`` or ``base_N`` (unique among initializers);
+    listed as a graph input too when every existing initializer is one (old-IR models)."""
     taken = set(graph.initializers)
     name, counter = base, 0
     while name in taken:
@@ -370,7 +488,4 @@ def _set_input(node: ir.Node, index: int, array: np.ndarray) -> None:
     graph.register_initializer(value)
     if as_input:
         graph.inputs.append(value)
-    old = node.inputs[index]
-    node.replace_input_with(index, value)
-    if old is not None and old.is_initializer() and not old.uses() and not old.is_graph_input() and not old.is_graph_output():
-        graph.initializers.pop(old.name, None)
+    return value

@@ -1,0 +1,87 @@
+"""``decompose``: low-rank factorization of trained Conv, Gemm and MatMul layers to a budget.
+
+Rules:
+- Targets, exactly one: ``macs=F`` / ``params=F`` (the model loses at least F of its MACs / params,
+  at the least total measured error), ``ratio=F`` (every layer that can loses at least F of its MACs),
+  ``energy=E`` (per layer, the cheapest factorization whose relative output error is at most 1 - E).
+- Methods (``method=auto`` takes, per layer, whichever option the budget prefers among all that
+  apply; the error of each is measured, so auto is never worse than one method on the chosen objective):
+  - ``svd``: Gemm, MatMul with a constant weight, and Conv of any kernel (as ``[N, C*k]``): a layer
+    C -> r with the original kernel, then 1x1 (or Gemm/MatMul) r -> N. Data-aware: SVD of the
+    weight whitened by the layer's input covariance (output error, not weight error, is truncated).
+  - ``spatial-svd``: a 2-D KxK Conv (both sides at least 2) -> ``kh x 1`` (C -> r) -> ``1 x kw`` (r -> N).
+  - ``tucker``: Tucker-2 of a Conv kernel (1-D to 3-D, larger than 1x1): 1x1 C -> r_in, the kernel
+    r_in -> r_out, 1x1 r_out -> N.
+  - ``cp``: a 2-D kernel by rank-R CP: 1x1 C -> R, ``kh x 1`` depthwise, ``1 x kw`` depthwise,
+    1x1 R -> N.
+- Refused, with the reason in ``self.skipped``: grouped and depthwise convs, non-constant or
+  non-float weights, unknown shapes, Gemm with transA, 4-D+ kernels, spatial-svd/cp with auto_pad,
+  and any layer where no factorization costs fewer MACs than the layer itself (``allow_more_macs``
+  lifts this last rule, e.g. to check exactness at full rank).
+- Ranks are multiples of ``round`` (default 8: ONNX Runtime's blocked conv kernels want channel
+  counts that are multiples of 8), or the full rank.
+- With calibration data (``calib`` feeds): errors measured on each layer's input covariance, SVD
+  whitened, and the last layer of each chain refit by least squares to the original layer's outputs
+  (``refit``, ridge ``ridge``), inputs taken from the already-factorized model. Without calibration
+  data: data-free (weight error, no refit) with a note. ``holdout`` further feeds measure the error.
+Lossy. ``self.layers``, ``self.skipped``, ``self.fidelity`` report what was done (see
+``passes.decompose.driver``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from ir.errors import UsageError
+from passes.base import register
+from passes.decompose import candidates
+from passes.decompose.driver import LowRankPass, fraction
+
+Method = Literal["auto", "svd", "spatial-svd", "tucker", "cp"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DecomposeOptions:
+    macs: float = dataclasses.field(default=0.0, metadata={"check": fraction, "rule": "in [0, 1)", "doc": "fraction of the model's MACs to remove"})
+    params: float = dataclasses.field(default=0.0, metadata={"check": fraction, "rule": "in [0, 1)", "doc": "fraction of the model's parameters to remove"})
+    ratio: float = dataclasses.field(default=0.0, metadata={"check": fraction, "rule": "in [0, 1)", "doc": "fraction of every layer's MACs to remove"})
+    energy: float = dataclasses.field(default=0.0, metadata={"check": fraction, "rule": "in [0, 1)", "doc": "per layer: keep this fraction of the output energy"})
+    method: Method = dataclasses.field(default="auto", metadata={"doc": "factorization (auto: the best measured per layer)"})
+    round: int = dataclasses.field(default=8, metadata={"check": lambda v: v >= 1, "rule": "at least 1", "doc": "ranks rounded to a multiple of this"})
+    candidates: int = dataclasses.field(default=12, metadata={"check": lambda v: v >= 1, "rule": "at least 1", "doc": "ranks tried per layer and method (svd tries every multiple)"})
+    refit: bool = dataclasses.field(default=True, metadata={"doc": "refit each chain's last layer on calibration data"})
+    calib: int = dataclasses.field(default=16, metadata={"check": lambda v: v >= 1, "rule": "at least 1", "doc": "calibration feeds to measure and refit on"})
+    holdout: int = dataclasses.field(default=4, metadata={"check": lambda v: v >= 0, "rule": "non-negative", "doc": "further calibration feeds to measure the error on"})
+    ridge: float = dataclasses.field(default=1e-3, metadata={"check": lambda v: v >= 0, "rule": "non-negative", "doc": "relative ridge regularization of the refit"})
+    protect: str = dataclasses.field(default="", metadata={"doc": "|-separated name patterns of layers to keep whole"})
+    allow_more_macs: bool = dataclasses.field(default=False, metadata={"doc": "also factorize where it costs more MACs (exactness checks)"})
+
+
+@register
+class DecomposePass(LowRankPass):
+    name = "decompose"
+    Options = DecomposeOptions
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        given = [name for name in self.TARGETS if getattr(self.options, name) > 0]
+        if len(given) != 1:
+            raise UsageError("pass 'decompose': give exactly one of macs, params, ratio, energy (a fraction in (0, 1))")
+
+    def methods(self) -> tuple[str, ...]:
+        return candidates.DECOMPOSE_METHODS if self.options.method == "auto" else (self.options.method,)
+
+    def refuse(self, layer):
+        reasons = [candidates.applicable(layer, m) for m in self.methods()]
+        if all(r is not None for r in reasons):
+            return f"{layer.node.op_type} '{layer.name}': {'; '.join(reasons)}"
+        return None
+
+    def layer_options(self, layer, rows):
+        found = []
+        for method in self.methods():
+            if candidates.applicable(layer, method) is None:
+                found += candidates.options(layer, method, rows, multiple=self.options.round, limit=self.options.candidates,
+                                            allow_more_macs=self.options.allow_more_macs)
+        return found

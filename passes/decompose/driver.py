@@ -1,0 +1,211 @@
+"""The steps ``decompose`` and ``separable`` share: find layers, measure, choose, rewrite, refit, report.
+
+1. Layers: every main-graph Conv/Gemm/MatMul that ``layers.describe`` accepts and whose name does
+   not match ``protect``; the others go to ``self.skipped`` with their reason.
+2. Data: the first ``calib`` calibration feeds give each layer a sample of its input rows on the
+   original model (``passes.reconstruct.sample_input_rows``), on which errors are measured, and
+   drive the refit; the next ``holdout`` feeds measure
+   the error. Without calibration data (or with generated inputs) the choice is data-free (weight
+   error; a note says so) and there is no refit.
+3. Options per layer (``candidates.options``) with their measured relative output errors; a layer
+   with no option cheaper than itself is skipped ("no factorization costs fewer MACs").
+4. Choice (``budget``): a MAC or params target at the least total error, a uniform ratio, or an
+   energy (error) threshold per layer.
+5. Rewrite (``rewrite.replace``), then the data-aware refit of each chain's last layer: least squares
+   from the inputs it gets in the compressed model to the original layer's outputs, layer after
+   layer in graph order (``passes.reconstruct.refit_checked``: asymmetric, so later layers absorb
+   earlier errors; kept only when the output error on held-out feeds does not grow).
+6. Report: ``self.layers`` (method, ranks, MACs/params before and after, predicted error, and
+   ``sqnr_db`` of the layer's output on the held-back feeds, which includes the error of earlier
+   layers), ``self.skipped``, ``self.fidelity`` (model outputs on the held-back feeds).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+
+import numpy as np
+import onnx_ir as ir
+
+from ir import cost, fidelity, io
+from passes.base import Pass, PassResult
+from passes.decompose import budget
+from passes.decompose.candidates import Option
+from passes.decompose.layers import Layer, describe
+from passes.decompose.rewrite import replace
+from passes.reconstruct import refit_checked, sample_input_rows
+
+SAMPLE_ROWS = 1024  # input rows per layer on which errors are measured (and SVD whitened)
+VALIDATE_EVERY = 4
+LAYER_OPS = ("Conv", "Gemm", "MatMul")
+NO_DATA = "no calibration data: ranks chosen by weight error (data-free) and no refit; give calibration data for a data-aware choice"
+
+
+def fraction(value: float) -> bool:
+    return 0.0 <= value < 1.0
+
+
+class LowRankPass(Pass):
+    """Subclasses define ``layer_options(layer, rows) -> list[Option]`` and may refuse layers in
+    ``refuse(layer) -> reason | None``."""
+
+    lossless = False
+    TARGETS = ("macs", "params", "ratio", "energy")
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.layers: list[dict] = []
+        self.skipped: list[tuple[str, str]] = []
+        self.fidelity: dict | None = None
+        self.report: dict = {}
+
+    def target(self) -> tuple[str, float] | None:
+        given = [(name, getattr(self.options, name)) for name in self.TARGETS if hasattr(self.options, name) and getattr(self.options, name) > 0]
+        return given[0] if given else None
+
+    def layer_options(self, layer: Layer, rows: np.ndarray | None) -> list[Option]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def refuse(self, layer: Layer) -> str | None:
+        return None
+
+    def choose_fixed(self, per_layer: list[list[Option]]) -> list[Option | None] | None:
+        """A choice that needs no budget (e.g. a fixed rank); None when the options decide."""
+        return None
+
+    # -- the driver ----------------------------------------------------------------------------------
+    def call(self, model: ir.Model) -> PassResult:
+        opts = self.options
+        self.layers, self.skipped, self.fidelity = [], [], None
+        totals = cost.analyze(model)  # also infers the shapes the layer geometry needs
+        layers = self._layers(model)
+        self.stats["layers considered"] = len(layers)
+        if not layers:
+            self.note("no layer to factorize")
+            return PassResult(model, modified=False)
+        feeds, holdout, data_aware = self._feeds(model)
+        samples = sample_input_rows(model, [layer.node for layer in layers], feeds, rows=SAMPLE_ROWS) if data_aware else {}
+        per_layer = []
+        for layer in layers:
+            options = self.layer_options(layer, samples.get(layer.node))
+            if not options:
+                self.skipped.append((layer.name, "no factorization costs fewer MACs than the layer"))
+            per_layer.append(options)
+        chosen = self._choose(per_layer, totals)
+        picked = [(layer, option) for layer, option in zip(layers, chosen) if option is not None]
+        for layer, options, option in zip(layers, per_layer, chosen):
+            if option is None and options:
+                self.skipped.append((layer.name, "left whole: the target is met at less total error without it"))
+        if not picked:
+            self.note("the target factorizes no layer")
+            return PassResult(model, modified=False)
+        original = io.copy_model(model)
+        last_nodes = {}
+        for layer, option in picked:
+            nodes = replace(layer, option.method.split()[0], option.steps())
+            last_nodes[layer.name] = nodes[-1]
+        self.stats["layers factorized"] = len(picked)
+        if data_aware and getattr(opts, "refit", False):
+            self._refit(original, model, [n for n in last_nodes.values() if _refittable_last(n)], feeds)
+        self._report(original, model, picked, holdout, totals)
+        return PassResult(model, modified=True)
+
+    # -- steps ---------------------------------------------------------------------------------------
+    def _layers(self, model: ir.Model) -> list[Layer]:
+        patterns = [p for p in getattr(self.options, "protect", "").split("|") if p]
+        found = []
+        for node in list(model.graph):
+            if node.op_type not in LAYER_OPS or node.domain not in ("", "ai.onnx"):
+                continue
+            names = [n for n in (node.name, *(v.name for v in node.outputs)) if n]
+            if any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns):
+                self.skipped.append((names[0], "protected"))
+                continue
+            layer = describe(node)
+            reason = layer if isinstance(layer, str) else self.refuse(layer)
+            if reason is not None:
+                self.skipped.append((node.name or node.outputs[0].name, reason))
+                continue
+            found.append(layer)
+        return found
+
+    def _feeds(self, model):
+        opts = self.options
+        calibration = getattr(self.context, "calibration", None) if self.context is not None else None
+        data_aware = calibration is not None and not getattr(calibration, "generated", False)
+        if not data_aware:
+            self.note(NO_DATA)
+            feeds = self.calibration_feeds(model, opts.holdout, generated=max(opts.holdout, 1)) if opts.holdout else []
+            return [], feeds, False
+        feeds = self.calibration_feeds(model, opts.calib + opts.holdout)
+        if len(feeds) <= opts.calib:
+            return feeds, [], True
+        return feeds[: opts.calib], feeds[opts.calib :], True
+
+    def _choose(self, per_layer: list[list[Option]], totals) -> list[Option | None]:
+        fixed = self.choose_fixed(per_layer)
+        if fixed is not None:
+            return fixed
+        kind, amount = self.target()
+        if kind == "ratio":
+            return budget.choose_uniform(per_layer, amount)
+        if kind == "energy":
+            return budget.choose_by_error(per_layer, amount)
+        total = totals.macs if kind == "macs" else totals.params
+        chosen, reached = budget.choose_for_target(per_layer, kind, amount * total)
+        if not reached:
+            best = sum(budget.saving(o, kind) for o in chosen if o is not None) / max(total, 1)
+            self.note(f"the target of {amount:.0%} fewer {kind} cannot be reached by factorizing: at most {best:.1%}")
+        return chosen
+
+    def _refit(self, original, model, nodes, feeds) -> None:
+        if not nodes:
+            return
+        done = refit_checked(original, model, nodes, feeds, ridge=self.options.ridge, validate_every=VALIDATE_EVERY)
+        self.report["refit"] = done.result.layer_reports
+        self.report["refit_check"] = done.check
+        if done.result.skipped:
+            self.stats["layers not refit: fewer calibration rows than features"] = done.result.skipped
+        if done.result.rejected:
+            self.stats["layers not refit: no lower error on held-out calibration feeds"] = done.result.rejected
+        if not done.accepted and done.check is not None:
+            self.note(f"refit discarded: output SQNR on {done.check['feeds']} held-out calibration feeds "
+                      f"{done.check['sqnr_db_refit']:.2f} dB < {done.check['sqnr_db_unrefit']:.2f} dB without it")
+            self.stats["layers refit"] = 0
+        else:
+            self.stats["layers refit"] = done.result.layers
+
+    def _report(self, original, model, picked, holdout, totals) -> None:
+        layer_sqnr = {}
+        if holdout:
+            names = [layer.node.outputs[0].name for layer, _ in picked]
+            layer_sqnr = {name: summary["sqnr_db"] for name, summary in fidelity.measure_values(original, model, names, holdout).items()}
+            self.fidelity = fidelity.measure(original, model, holdout)
+            text = ", ".join(f"{k} {v:.4g}" for k, v in self.fidelity.items() if isinstance(v, float))
+            self.note(f"output error on {len(holdout)} held-back calibration feeds: {text}")
+        for layer, option in picked:
+            row = {"layer": layer.name, "op": layer.node.op_type, "action": option.action, "method": option.method,
+                   "ranks": list(option.ranks), "params_before": int(layer.params), "params_after": int(option.params),
+                   "macs_before": int(layer.macs), "macs_after": int(option.macs),
+                   "predicted_sqnr_db": _db(option.error)}
+            name = layer.node.outputs[0].name
+            if name in layer_sqnr:
+                row["sqnr_db"] = float(layer_sqnr[name])
+            self.layers.append(row)
+        saved_macs = sum(r["macs_before"] - r["macs_after"] for r in self.layers)
+        saved_params = sum(r["params_before"] - r["params_after"] for r in self.layers)
+        self.report.update(macs_before=totals.macs, macs_after=totals.macs - saved_macs,
+                           params_before=totals.params, params_after=totals.params - saved_params)
+        self.stats["macs before"], self.stats["macs after"] = totals.macs, totals.macs - saved_macs
+        self.stats["params before"], self.stats["params after"] = totals.params, totals.params - saved_params
+        for method in sorted({r["method"] for r in self.layers}):
+            self.stats[f"layers by {method}"] = sum(r["method"] == method for r in self.layers)
+
+
+def _refittable_last(node: ir.Node) -> bool:
+    return node.op_type != "Conv" or node.attributes.get_int("group", 1) == 1
+
+
+def _db(error: float) -> float:
+    return 10 * math.log10(1 / error) if error > 0 else float("inf")
