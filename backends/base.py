@@ -133,8 +133,10 @@ class CheckResult:
     """The built library against ONNX Runtime on the same deterministic random inputs.
 
     ``max_abs_error`` is the largest absolute difference over all outputs; ``max_rel_error`` is the
-    largest of each output's absolute difference divided by that output's largest magnitude. An
-    output passes when its absolute difference is at most ``atol + rtol * magnitude``.
+    largest of each output's absolute difference divided by that output's largest magnitude.
+    ``rule`` says how it was judged (``backends.tolerance``): ``float64`` (both against a float64
+    evaluation), ``int8`` (within one quantization step), or ``rtol/atol``: an output passes when its
+    absolute difference is at most ``atol + rtol * magnitude``.
     """
 
     max_abs_error: float
@@ -143,6 +145,25 @@ class CheckResult:
     rtol: float
     atol: float
     worst_output: str
+    rule: str = "rtol/atol"  # or "float64" / "int8" (backends.tolerance)
+    detail: str = ""
+    library_vs_exact: float | None = None
+    ort_vs_exact: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class IntegerSummary:
+    """How a build computes its Conv/MatMul/Gemm (``backends.int8_lowering``): in integers or in float.
+
+    ``by_op`` counts per Relax op and arithmetic (``"conv2d int"``); ``float_reasons`` gives
+    (reason, count) for the quantized-looking layers left in float; float layers of the ONNX model
+    that were never quantized count as ``float_ops`` without a reason.
+    """
+
+    integer_ops: int
+    float_ops: int
+    by_op: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    float_reasons: tuple[tuple[str, int], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +186,7 @@ class BuildResult:
     artifacts: tuple[Artifact, ...] = ()
     latency: Latency | None = None
     tuning: TuningSummary | None = None
+    integer: IntegerSummary | None = None
 
 
 class Backend(abc.ABC):

@@ -24,7 +24,8 @@ from typing import Any
 
 from backends import arm_toolchain
 from backends.base import Backend, BuildRequest, BuildResult, CheckResult, register_backend
-from backends.numeric_check import compare_outputs
+from backends.int8_lowering import lower_to_integer
+from backends.tolerance import check_library
 from backends.tvm_build import artifact, compile_module, export_library, import_onnx, import_tvm, measure_latency, tvm_target, write_manifest
 from ir import runtime
 from ir.errors import BackendError, GraphpressError
@@ -48,6 +49,7 @@ class TvmAarch64Backend(Backend):
         target = tvm_target(tvm, request.target)
         start = time.perf_counter()
         module = import_onnx(tvm, request.model, request.input_shapes)
+        module, integer = lower_to_integer(tvm, module, notes)
         executable, tuning = compile_module(tvm, module, target, request, notes)
         from tvm.support import cc  # noqa: PLC0415 - needs tvm
 
@@ -59,7 +61,7 @@ class TvmAarch64Backend(Backend):
         else:
             notes.append(f"runner not shipped: missing {'; '.join(toolchain.missing)}")
         seconds = time.perf_counter() - start
-        check = self._check(toolchain, request, library, notes) if request.check else None
+        check = self._check(toolchain, request, library, notes, integer.integer_ops > 0) if request.check else None
         latency = None
         if request.measure_repeat:
             latency = measure_latency(tvm, request, library, notes, runnable=False)
@@ -74,20 +76,27 @@ class TvmAarch64Backend(Backend):
             artifacts=tuple(artifacts),
             latency=latency,
             tuning=tuning,
+            integer=integer,
         )
 
-    def _check(self, toolchain: Any, request: BuildRequest, library: Path, notes: list[str]) -> CheckResult | None:
+    def _check(
+        self, toolchain: Any, request: BuildRequest, library: Path, notes: list[str], integer: bool = False
+    ) -> CheckResult | None:
         if not toolchain.can_run:
             notes.append(f"check skipped: cannot run aarch64 code here (missing {'; '.join(toolchain.missing)})")
             return None
         try:
             feeds = runtime.generate_inputs(request.model, seed=0)
-            reference = runtime.run(request.model, feeds)
+            runtime.session(request.model)
         except GraphpressError as exc:
             notes.append(f"check skipped: {exc}")
             return None
         outputs = arm_toolchain.run_under_qemu(toolchain, request.out_dir, library, list(feeds.values()))
-        result = compare_outputs(reference, outputs, rtol=request.rtol, atol=request.atol)
+        try:
+            result = check_library(request.model, feeds, outputs, rtol=request.rtol, atol=request.atol, integer=integer, notes=notes)
+        except GraphpressError as exc:
+            notes.append(f"check skipped: {exc}")
+            return None
         notes.append("checked under qemu-aarch64-static against ONNX Runtime on this machine")
         if not result.passed:
             notes.append(

@@ -56,10 +56,11 @@ from backends.base import (
     backend_for,
     register_backend,
 )
+from backends.int8_lowering import lower_to_integer
 from backends.model_input import prepare_model
 from backends.native_output import Capture, captured
-from backends.numeric_check import compare_outputs
 from backends.target import TargetSpec, parse_target
+from backends.tolerance import check_library
 from backends.tuning import tune_and_compile, validate_tuning
 from ir import runtime
 from ir.errors import BackendError, GraphpressError, ModelSaveError, UsageError
@@ -131,10 +132,12 @@ class TvmHostBackend(Backend):
             target = tvm_target(tvm, request.target)
         start = time.perf_counter()
         module = import_onnx(tvm, request.model, request.input_shapes)
+        module, integer = lower_to_integer(tvm, module, notes)
         executable, tuning = compile_module(tvm, module, target, request, notes)
         library = export_library(executable, request.out_dir, request.name, notes)
         seconds = time.perf_counter() - start
-        result_check = self._check(tvm, target, request, library, notes) if request.check else None
+        lowered = integer.integer_ops > 0
+        result_check = self._check(tvm, target, request, library, notes, lowered) if request.check else None
         latency = None
         if request.measure_repeat:
             latency = measure_latency(tvm, request, library, notes, runnable=not self._lacking(tvm, target, request, []))
@@ -149,6 +152,7 @@ class TvmHostBackend(Backend):
             artifacts=(artifact("library", library),),
             latency=latency,
             tuning=tuning,
+            integer=integer,
         )
 
     def _lacking(self, tvm: Any, target: Any, request: BuildRequest, notes: list[str]) -> list[str]:
@@ -156,7 +160,7 @@ class TvmHostBackend(Backend):
             return lacking_host_features(tvm, target) if request.target.kind == "llvm" else []
 
     def _check(
-        self, tvm: Any, target: Any, request: BuildRequest, library: Path, notes: list[str]
+        self, tvm: Any, target: Any, request: BuildRequest, library: Path, notes: list[str], integer: bool = False
     ) -> CheckResult | None:
         lacking = self._lacking(tvm, target, request, notes)
         if lacking:
@@ -164,7 +168,7 @@ class TvmHostBackend(Backend):
             return None
         try:
             feeds = runtime.generate_inputs(request.model, seed=0)
-            reference = runtime.run(request.model, feeds)
+            runtime.session(request.model)  # a model ONNX Runtime cannot load is not checked
         except GraphpressError as exc:
             notes.append(f"check skipped: {exc}")
             return None
@@ -172,11 +176,15 @@ class TvmHostBackend(Backend):
             outputs = run_library(tvm, library, list(feeds.values()))
         except Exception as exc:  # a runtime failure surfaces as TVMError or a plain RuntimeError
             raise BackendError(f"the built library {library.name} failed to run: {first_line(exc)}") from exc
-        result = compare_outputs(reference, outputs, rtol=request.rtol, atol=request.atol)
+        try:
+            result = check_library(request.model, feeds, outputs, rtol=request.rtol, atol=request.atol, integer=integer, notes=notes)
+        except GraphpressError as exc:
+            notes.append(f"check skipped: {exc}")
+            return None
         if not result.passed:
             notes.append(
                 f"outputs differ from ONNX Runtime: max abs error {result.max_abs_error:.3g}, max rel error "
-                f"{result.max_rel_error:.3g} (worst output '{result.worst_output}'; rtol {request.rtol:g}, atol {request.atol:g})"
+                f"{result.max_rel_error:.3g} (worst output '{result.worst_output}'; {result.detail or f'rtol {request.rtol:g}, atol {request.atol:g}'})"
             )
         return result
 
