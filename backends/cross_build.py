@@ -49,7 +49,7 @@ class TvmAarch64Backend(Backend):
         target = tvm_target(tvm, request.target)
         start = time.perf_counter()
         module = import_onnx(tvm, request.model, request.input_shapes)
-        module, integer = lower_to_integer(tvm, module, notes)
+        module, integer = lower_to_integer(tvm, module, notes, signed_activations=True)  # sdot: int8 x int8
         executable, tuning = compile_module(tvm, module, target, request, notes)
         from tvm.support import cc  # noqa: PLC0415 - needs tvm
 

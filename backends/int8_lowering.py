@@ -15,6 +15,10 @@ Rules:
 - It becomes ``conv2d(pad(x_q, zx), W_q, out_dtype=int32)`` (or ``matmul``), ``+ b_q - zx*sum(W_q)``
   (one int32 constant), then the requantization of ``integer_semantics`` (float32 multiply, round
   half to even, zero point, clip to the output range narrowed by ``act``), cast to the output type.
+- Convolutions without groups compute in NHWC/OHWI (``layout``), transposed in and out: MetaSchedule's
+  default rules tensorize those with the dot-product intrinsics (x86 ``dot_16x4_vnni`` for uint8 x
+  int8, ARM ``dot_4x4_i8i8s32_sdot``/NEON for int8 x int8), not NCHW ones. ``signed_activations``
+  (the aarch64 backend) shifts uint8 activations to int8 (``v - 128``, zero point ``zx - 128``: exact).
 - A ``core`` whose result is not quantized (a final Gemm producing logits) computes the same int32
   accumulation and dequantizes it (``float32(acc) * sx * sw``); the float bias add after it stays.
 - What is not lowered keeps float arithmetic and is listed with the reason (``IntegerSummary``).
@@ -36,14 +40,21 @@ from backends.base import IntegerSummary
 CORES = ("relax.nn.conv2d", "relax.matmul")
 
 
-def lower_to_integer(tvm: Any, module: Any, notes: list[str]) -> tuple[Any, IntegerSummary]:
-    """(module with integer Conv/MatMul where the QDQ chains allow, what was lowered and what not)."""
+def lower_to_integer(
+    tvm: Any, module: Any, notes: list[str], *, signed_activations: bool = False, layout: str = "NHWC"
+) -> tuple[Any, IntegerSummary]:
+    """(module with integer Conv/MatMul where the QDQ chains allow, what was lowered and what not).
+
+    ``signed_activations`` computes int8 x int8 (ARM's sdot); else uint8 activations stay uint8
+    (x86's VNNI multiplies uint8 by int8). ``layout`` is the integer convolutions' data layout.
+    """
     main = module["main"]
     ops: set[str] = set()
     tvm.relax.analysis.post_order_visit(main, lambda expr: ops.add(_op(expr)))
     if "relax.dequantize" not in ops:
         return module, _summary(tvm, module, [])
     rewriter = _make_rewriter(tvm)(module, main)
+    rewriter.signed, rewriter.layout = signed_activations, layout
     module["main"] = rewriter.visit_expr(main)
     module = tvm.relax.transform.DeadCodeElimination()(module)
     summary = _summary(tvm, module, rewriter.skipped)
@@ -223,22 +234,36 @@ def _make_rewriter(tvm: Any):
         def _accumulate(self, chain, bias):
             """int32 accumulation with the zero-point correction and ``bias`` folded in one constant."""
             x = self.visit_expr(chain.x_q)
+            zero = chain.zero_x
+            if self.signed and str(chain.x_q.ty.dtype) == "uint8":
+                # uint8 v is int8 v - 128 with zero point zx - 128: exact, and sdot multiplies int8 x int8.
+                x = self.builder_.emit(relax.op.astype(relax.op.subtract(relax.op.astype(x, "int16"), relax.const(np.int16(128))), "int8"))
+                zero -= 128
             w = chain.weight
             if chain.core.op.name == "relax.nn.conv2d":
                 attrs = chain.core.attrs
                 padding = [int(p) for p in attrs.padding]  # top, left, bottom, right
-                if chain.zero_x and any(padding):
+                if zero and any(padding):
                     x = self.builder_.emit(relax.op.nn.pad(
-                        x, [0, 0, 0, 0, padding[0], padding[2], padding[1], padding[3]], pad_value=float(chain.zero_x)))
+                        x, [0, 0, 0, 0, padding[0], padding[2], padding[1], padding[3]], pad_value=float(zero)))
                     padding = [0, 0, 0, 0]
-                acc = self.builder_.emit(relax.op.nn.conv2d(
-                    x, relax.const(w), strides=[int(s) for s in attrs.strides], padding=padding,
-                    dilation=[int(d) for d in attrs.dilation], groups=int(attrs.groups), out_dtype="int32"))
-                correction = chain.zero_x * w.astype(np.int64).sum(axis=(1, 2, 3))
-                shape = (1, -1, 1, 1)
+                options = dict(strides=[int(s) for s in attrs.strides], padding=padding,
+                               dilation=[int(d) for d in attrs.dilation], groups=int(attrs.groups), out_dtype="int32")
+                if self.layout == "NHWC" and int(attrs.groups) == 1:
+                    # The dot-product intrinsics (VNNI, sdot) map onto a reduction over contiguous
+                    # input channels: MetaSchedule tensorizes NHWC/OHWI convolutions, not NCHW ones.
+                    x = self.builder_.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))
+                    acc = self.builder_.emit(relax.op.nn.conv2d(
+                        x, relax.const(np.ascontiguousarray(w.transpose(0, 2, 3, 1))),
+                        data_layout="NHWC", kernel_layout="OHWI", **options))
+                    shape = (1, 1, 1, -1)
+                else:
+                    acc = self.builder_.emit(relax.op.nn.conv2d(x, relax.const(w), **options))
+                    shape = (1, -1, 1, 1)
+                correction = zero * w.astype(np.int64).sum(axis=(1, 2, 3))
             else:
                 acc = self.builder_.emit(relax.op.matmul(x, relax.const(w), out_dtype="int32"))
-                correction = chain.zero_x * w.astype(np.int64).sum(axis=0)
+                correction = zero * w.astype(np.int64).sum(axis=0)
                 shape = (-1,)
             constant = (0 if bias is None else bias.astype(np.int64)) - correction
             if np.any(constant):
@@ -254,12 +279,17 @@ def _make_rewriter(tvm: Any):
             rounded = self.builder_.emit(relax.op.round(scaled))
             shifted = self.builder_.emit(relax.op.add(rounded, relax.const(np.float32(zero_y))))
             clipped = self.builder_.emit(relax.op.clip(shifted, float(low), float(high)))
-            return relax.op.astype(clipped, out_dtype)
+            return self._to_nchw(relax.op.astype(clipped, out_dtype), shape)
 
         def _dequantized(self, chain):
             acc, shape = self._accumulate(chain, None)
             scale = semantics.multiplier(chain.scale_x, chain.scale_w, 1.0).reshape(shape)
-            return relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale))
+            return self._to_nchw(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale)), shape)
+
+        def _to_nchw(self, expr, shape):
+            if shape != (1, 1, 1, -1):
+                return expr
+            return relax.op.permute_dims(self.builder_.emit(expr), [0, 3, 1, 2])
 
     return Rewriter
 

@@ -103,9 +103,11 @@ def integer_reference(x: np.ndarray) -> list[np.ndarray]:
     return [y1, y2, y3, y4]
 
 
-@pytest.fixture(scope="module")
-def lowered(tmp_path_factory):
-    """(summary, library outputs, inputs) of the hand-written model compiled with the lowering."""
+@pytest.fixture(scope="module", params=[("NHWC", False), ("NHWC", True), ("NCHW", False)], ids=["nhwc-u8", "nhwc-s8", "nchw-u8"])
+def lowered(request, tmp_path_factory):
+    """(summary, library outputs, inputs) of the hand-written model compiled with the lowering, for
+    each layout of the integer convolutions and uint8 or int8 (ARM's sdot) activation arithmetic."""
+    layout, signed = request.param
     from backends import tvm_build  # noqa: PLC0415
 
     tvm = tvm_build.import_tvm()
@@ -113,7 +115,7 @@ def lowered(tmp_path_factory):
     module = tvm_build.import_onnx(tvm, model, {"x": (1, 8, 8, 8)})
     from backends.int8_lowering import lower_to_integer  # noqa: PLC0415
 
-    module, summary = lower_to_integer(tvm, module, [])
+    module, summary = lower_to_integer(tvm, module, [], signed_activations=signed, layout=layout)
     library = tmp_path_factory.mktemp("int8") / "qdq.so"
     tvm.compile(module, target=tvm.target.Target({"kind": "llvm"})).export_library(str(library))
     inputs = [np.random.default_rng(seed).standard_normal((1, 8, 8, 8)).astype(np.float32) * 3 for seed in range(3)]
