@@ -160,9 +160,9 @@ def main() -> int:
                 if budgets and not args.no_again:
                     db = Path(scratch) / f"db{prefix.strip()}{budgets[-1]}"
                     rows.append(tvm_row(f"{prefix}tuned-{budgets[-1]}-again", subject, shapes, scratch, args.repeat, expected, feeds, tune_trials=budgets[-1], tune_db=db, **common))
-                sections.append((name, shapes, ort_ms, ort_int8_ms, rows)) if prefix == variants[-1][0] else None
-                write(Path(args.out), [*sections, (name, shapes, ort_ms, ort_int8_ms, rows)] if prefix != variants[-1][0] else sections,
-                      args, time.perf_counter() - started, load_start)  # partial results survive
+                partial = [*sections, (name, shapes, ort_ms, ort_int8_ms, rows)]
+                write(Path(args.out), partial, args, time.perf_counter() - started, load_start)  # partial results survive
+        sections.append((name, shapes, ort_ms, ort_int8_ms, rows))
     write(Path(args.out), sections, args, time.perf_counter() - started, load_start)
     return 0
 
