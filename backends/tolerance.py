@@ -24,7 +24,8 @@ Where the float64 evaluation cannot run, the check falls back to the fixed rule
 **Integer rule (libraries whose Conv/MatMul/Gemm compute in int8, ``backends.int8_lowering``).**
 Compared with ONNX Runtime's own execution of the QDQ model (its fused QLinearConv/QGemm kernels):
 an output matches when at least 99.9% of its elements are within one quantization step of ONNX
-Runtime's, where the step is the scale of the ``DequantizeLinear`` producing the output, or for an
+Runtime's, where the step is the scale of the ``DequantizeLinear`` producing the output (1 for a
+``QuantizeLinear`` output: the integers themselves), or for an
 output computed in float from quantized inputs (a Gemm left with a float output), the effect of one
 step of that op's input: ``s_x * sum_k |w[k, n]|`` per output channel.
 """
@@ -162,6 +163,8 @@ def output_steps(model: ir.Model) -> dict[str, np.ndarray] | None:
         step = None
         if node is not None and node.op_type == "DequantizeLinear":
             step = _dq_scale(node, output)
+        elif node is not None and node.op_type == "QuantizeLinear":
+            step = np.float64(1.0)  # the integers themselves
         elif node is not None and node.op_type in ("Gemm", "MatMul", "Conv"):
             step = _one_input_step(node)
         if step is None:
