@@ -110,6 +110,7 @@ def _make_rewriter(tvm: Any):
                 self.uses[var] += 1
             self.skipped: list[tuple[str, str]] = []
             self.in_chain: set = set()  # cores consumed by a lowered quantize chain
+            self.nhwc_values: dict = {}  # lowered quantize call -> its result before the NCHW transpose
             self.chains: dict = {}  # quantize binding value -> (chain, act, bounds)
             for var, value in self.bound.items():
                 if _op(value) == "relax.quantize":
@@ -222,7 +223,7 @@ def _make_rewriter(tvm: Any):
                 chain, act, bounds = self.chains[call]
                 scale_y, zero_y = (_const(relax, a) for a in call.args[1:3])
                 if scale_y is not None and scale_y.size == 1 and (zero_y is None or zero_y.size == 1):
-                    return self._quantized(chain, call.attrs.out_dtype, float(scale_y.reshape(-1)[0]),
+                    return self._quantized(chain, call, call.attrs.out_dtype, float(scale_y.reshape(-1)[0]),
                                            int(zero_y.reshape(-1)[0]) if zero_y is not None else 0, act, bounds)
                 self.skipped.append((chain.core.op.name, "output scale is not one constant"))
             elif _op(call) in CORES and call not in self.in_chain:
@@ -233,7 +234,14 @@ def _make_rewriter(tvm: Any):
 
         def _accumulate(self, chain, bias):
             """int32 accumulation with the zero-point correction and ``bias`` folded in one constant."""
-            x = self.visit_expr(chain.x_q)
+            nhwc = self.layout == "NHWC" and chain.core.op.name == "relax.nn.conv2d" and int(chain.core.attrs.groups) == 1
+            producer = self.bound.get(chain.x_q)
+            if nhwc and producer in self.nhwc_values:
+                x = self.nhwc_values[producer]  # the previous layer's NHWC result: no transpose pair
+            elif nhwc:
+                x = self.builder_.emit(relax.op.permute_dims(self.visit_expr(chain.x_q), [0, 2, 3, 1]))
+            else:
+                x = self.visit_expr(chain.x_q)
             zero = chain.zero_x
             if self.signed and str(chain.x_q.ty.dtype) == "uint8":
                 # uint8 v is int8 v - 128 with zero point zx - 128: exact, and sdot multiplies int8 x int8.
@@ -244,15 +252,15 @@ def _make_rewriter(tvm: Any):
                 attrs = chain.core.attrs
                 padding = [int(p) for p in attrs.padding]  # top, left, bottom, right
                 if zero and any(padding):
-                    x = self.builder_.emit(relax.op.nn.pad(
-                        x, [0, 0, 0, 0, padding[0], padding[2], padding[1], padding[3]], pad_value=float(zero)))
+                    spatial = [padding[0], padding[2], padding[1], padding[3]]
+                    width = [0, 0, *spatial, 0, 0] if nhwc else [0, 0, 0, 0, *spatial]
+                    x = self.builder_.emit(relax.op.nn.pad(x, width, pad_value=float(zero)))
                     padding = [0, 0, 0, 0]
                 options = dict(strides=[int(s) for s in attrs.strides], padding=padding,
                                dilation=[int(d) for d in attrs.dilation], groups=int(attrs.groups), out_dtype="int32")
-                if self.layout == "NHWC" and int(attrs.groups) == 1:
+                if nhwc:
                     # The dot-product intrinsics (VNNI, sdot) map onto a reduction over contiguous
                     # input channels: MetaSchedule tensorizes NHWC/OHWI convolutions, not NCHW ones.
-                    x = self.builder_.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))
                     acc = self.builder_.emit(relax.op.nn.conv2d(
                         x, relax.const(np.ascontiguousarray(w.transpose(0, 2, 3, 1))),
                         data_layout="NHWC", kernel_layout="OHWI", **options))
@@ -270,7 +278,7 @@ def _make_rewriter(tvm: Any):
                 acc = self.builder_.emit(relax.op.add(acc, relax.const(constant.astype(np.int32).reshape(shape))))
             return acc, shape
 
-        def _quantized(self, chain, out_dtype, scale_y, zero_y, act, bounds):
+        def _quantized(self, chain, call, out_dtype, scale_y, zero_y, act, bounds):
             out_dtype = str(out_dtype)
             acc, shape = self._accumulate(chain, chain.bias)
             scale = semantics.multiplier(chain.scale_x, chain.scale_w, scale_y).reshape(shape)
@@ -279,7 +287,11 @@ def _make_rewriter(tvm: Any):
             rounded = self.builder_.emit(relax.op.round(scaled))
             shifted = self.builder_.emit(relax.op.add(rounded, relax.const(np.float32(zero_y))))
             clipped = self.builder_.emit(relax.op.clip(shifted, float(low), float(high)))
-            return self._to_nchw(relax.op.astype(clipped, out_dtype), shape)
+            result = relax.op.astype(clipped, out_dtype)
+            if shape == (1, 1, 1, -1):
+                result = self.builder_.emit(result)
+                self.nhwc_values[call] = result
+            return self._to_nchw(result, shape)
 
         def _dequantized(self, chain):
             acc, shape = self._accumulate(chain, None)
