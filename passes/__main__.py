@@ -1,5 +1,5 @@
 import sys
 
-from passes.cli import main
+from passes.app.cli import main
 
 sys.exit(main())

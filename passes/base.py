@@ -17,6 +17,9 @@ left alone on purpose with ``self.note(...)`` (e.g. an op from an unknown custom
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
+import sys
 import typing
 from collections import Counter
 from typing import Any, ClassVar
@@ -24,6 +27,7 @@ from typing import Any, ClassVar
 import onnx_ir as ir
 
 from ir.errors import UsageError
+from passes.presets import preset_names
 
 PassResult = ir.passes.PassResult
 
@@ -106,8 +110,6 @@ def registered() -> dict[str, type[Pass]]:
 def lookup(name: str) -> type[Pass]:
     passes = registered()
     if name not in passes:
-        from passes.pipeline import preset_names
-
         known = ", ".join([*passes, *preset_names()])
         raise UsageError(f"unknown pass '{name}' (known: {known})")
     return passes[name]
@@ -117,12 +119,27 @@ def create(name: str, options: dict[str, Any] | None = None) -> Pass:
     return lookup(name)(**(options or {}))
 
 
+# Subpackages of ``passes`` that are not pass families.
+NOT_FAMILIES = frozenset({"app"})
+_LOADED_FAMILIES: set[str] = set()
+
+
 def _load_builtin_passes() -> None:
-    # Importing the package registers every built-in pass; done lazily to keep `import passes` cheap.
-    import passes.fold  # noqa: F401
-    import passes.cluster  # noqa: F401
-    import passes.prune  # noqa: F401
-    import passes.quantize  # noqa: F401
+    """Import every module of every pass family, which registers the passes they define.
+
+    A family is any subpackage folder of ``passes`` except ``app`` and names starting with ``_``;
+    its modules are found on disk (``pkgutil``), so a new family or pass is a new folder or file
+    and nothing else. Done lazily, on the first lookup, to keep ``import passes`` cheap.
+    """
+    package = sys.modules[__package__]
+    for family in pkgutil.iter_modules(package.__path__):
+        if not family.ispkg or family.name in NOT_FAMILIES or family.name.startswith("_") or family.name in _LOADED_FAMILIES:
+            continue
+        family_package = importlib.import_module(f"{__package__}.{family.name}")
+        for module in pkgutil.iter_modules(family_package.__path__):
+            if not module.name.startswith("_") and not module.name.endswith("_test"):
+                importlib.import_module(f"{family_package.__name__}.{module.name}")
+        _LOADED_FAMILIES.add(family.name)
 
 
 def build_options(pass_name: str, options_cls: type, given: dict[str, Any]) -> Any:

@@ -27,31 +27,12 @@ from collections.abc import Iterator
 
 from ir.errors import UsageError
 from passes.base import Pass, create, lookup
+from passes.presets import preset_names, preset_text, register_preset  # noqa: F401 - part of this module's interface
 
 FIXPOINT = "fixpoint"
 DEFAULT_FIXPOINT_MAX = 8
 
-_PRESETS: dict[str, str] = {}
-
-
 _NEXT_KEY = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_\-\.]*\s*=")
-
-def register_preset(name: str, pipeline_text: str) -> None:
-    _PRESETS[name] = pipeline_text
-
-
-def preset_names() -> list[str]:
-    _load_presets()
-    return sorted(_PRESETS)
-
-
-def preset_text(name: str) -> str:
-    _load_presets()
-    return _PRESETS[name]
-
-
-def _load_presets() -> None:
-    import passes.presets  # noqa: F401  (registers the presets)
 
 
 @dataclasses.dataclass
@@ -106,9 +87,6 @@ def _options_text(options: dict[str, str]) -> str:
     if not options:
         return ""
     return "{" + ",".join(f"{k}={v}" for k, v in options.items()) + "}"
-
-
-_TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z0-9_\-\.]*)|(.))")
 
 
 class _Parser:
@@ -170,14 +148,14 @@ class _Parser:
             self.expect("}")
             return options
 
-    def pipeline(self, depth: int = 0) -> Pipeline:
-        steps = [self.step(depth)]
+    def pipeline(self) -> Pipeline:
+        steps = [self.step()]
         while self.peek() == ",":
             self.pos += 1
-            steps.append(self.step(depth))
+            steps.append(self.step())
         return Pipeline(steps)
 
-    def step(self, depth: int) -> Step:
+    def step(self) -> Step:
         name = self.name()
         options = self.options()
         if name == FIXPOINT:
@@ -189,7 +167,7 @@ class _Parser:
                     raise self.fail(f"fixpoint: option 'max' must be a positive integer, got {raw}")
                 max_iterations = int(raw)
             self.expect("(")
-            body = self.pipeline(depth + 1)
+            body = self.pipeline()
             self.expect(")")
             return FixedPointStep(body, max_iterations, options)
         if name in preset_names():

@@ -1,6 +1,7 @@
-"""Named pipelines. ``fold`` is the default pipeline of ``optimize``: every lossless pass, to a fixed point."""
+"""Named pipelines, by name. ``fold`` is the default pipeline of ``optimize``: every lossless pass, to a fixed point.
 
-from passes.pipeline import register_preset
+A preset is pipeline text; ``passes.pipeline`` parses it where the name is used.
+"""
 
 FOLD_PASSES = [
     "fold-constants",
@@ -13,5 +14,20 @@ FOLD_PASSES = [
     "eliminate-common",
     "eliminate-dead",
 ]
+
+_PRESETS: dict[str, str] = {}
+
+
+def register_preset(name: str, pipeline_text: str) -> None:
+    _PRESETS[name] = pipeline_text
+
+
+def preset_names() -> list[str]:
+    return sorted(_PRESETS)
+
+
+def preset_text(name: str) -> str:
+    return _PRESETS[name]
+
 
 register_preset("fold", f"fixpoint{{max=8}}({','.join(FOLD_PASSES)})")

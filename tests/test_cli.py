@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto
 from onnx import helper as h
 
-from passes.cli import join_target_flags, main
+from passes.app.cli import join_target_flags, main
 
 
 def run_cli(*args: str) -> int:

@@ -30,7 +30,7 @@ from ir import cost as ir_cost
 from ir.errors import UsageError
 from passes.base import Pass, PassResult, register
 from passes.prune.blocks import Block, find_blocks
-from passes.prune.prune_channels import measure_fidelity
+from passes.prune.prune import measure_fidelity
 from passes.prune.reconstruct import capture_values
 
 

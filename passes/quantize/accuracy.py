@@ -38,7 +38,7 @@ from ir import io
 from ir.errors import InvalidModelError, UsageError
 from passes.base import build_options
 from passes.quantize import qdq, sensitivity
-from passes.quantize.quantize_int8 import QuantizeOptions, quantizer_for
+from passes.quantize.quantize import QuantizeOptions, quantizer_for
 
 
 @dataclasses.dataclass

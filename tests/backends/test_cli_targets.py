@@ -12,7 +12,7 @@ from onnx import TensorProto
 from onnx import helper as h
 
 from backends import PRESETS
-from passes.cli import main
+from passes.app.cli import main
 
 
 def run_cli(*args) -> int:

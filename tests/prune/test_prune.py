@@ -145,7 +145,7 @@ def test_reconstruction_with_few_rows_per_feature_does_not_raise_the_held_out_er
 
 
 def test_a_refit_that_raises_the_output_error_on_held_out_feeds_is_discarded(monkeypatch):
-    import passes.prune.prune_channels as prune_channels
+    import passes.prune.prune as prune_channels
 
     feeds = correlated_feeds(8, seed=2)
     unrefit = chain_model()

@@ -12,7 +12,7 @@ from ir.errors import UsageError
 from passes.base import create
 from passes.quantize import lowbit
 from tests.quantize.helpers import ort_outputs, run_pipeline, sqnr
-from tests.quantize.test_weight_only import correlated_feeds, matmul_model
+from tests.quantize.test_quantize_weights import correlated_feeds, matmul_model
 
 
 def test_binary_and_ternary_levels_and_least_squares_scales():

@@ -231,7 +231,7 @@ def test_both_sensitivity_rankings_keep_layers_float_until_the_budget_is_met():
         assert record.stats["layers kept float for the budget"] == 2
     quantizer_model = conv_model()
     from passes.quantize import qdq, sensitivity
-    from passes.quantize.quantize_int8 import QuantizeOptions, quantizer_for
+    from passes.quantize.quantize import QuantizeOptions, quantizer_for
 
     qdq.raise_opset(quantizer_model, 13)
     quantizer = quantizer_for(quantizer_model, QuantizeOptions())

@@ -8,17 +8,12 @@ written atomically.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import traceback
-from pathlib import Path
-
-from rich.console import Console
 
 from ir.errors import GraphpressError, UsageError
-
-console = Console()
-errors = Console(stderr=True)
+from passes.app import commands
+from passes.app.output import errors
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,8 +92,6 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        from passes import commands
-
         return getattr(commands, f"run_{args.command}")(args)
     except GraphpressError as exc:
         if debug:
@@ -115,10 +108,3 @@ def main(argv: list[str] | None = None) -> int:
         errors.print(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", markup=False, soft_wrap=True)
         return 1
 
-
-def print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def default_output_dir(model: str) -> Path:
-    return Path.cwd() / f"{Path(model).stem}-optimized"

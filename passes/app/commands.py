@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ir import io, shapes
 from ir.errors import BackendError, UsageError
-from passes.cli import console, default_output_dir, errors, print_json
+from passes.app.output import console, default_output_dir, errors, print_json
 from passes.instruments import Instrument
 
 
@@ -36,7 +36,7 @@ def _writable_output_dir(path: Path) -> Path:
 def run_optimize(args) -> int:
     from passes import calibration, instruments, pipeline
     from passes.manager import PassContext, PassManager
-    from passes.report import build_report, write_json, write_markdown
+    from passes.app.report import build_report, write_json, write_markdown
     from passes.verify import check_structure
 
     # Validate every argument before touching the model or the disk.
@@ -302,7 +302,7 @@ def run_diff(args) -> int:
 
 
 def _print_diff(data: dict, args) -> None:
-    from passes.diff_view import print_diff
+    from passes.app.diff_view import print_diff
 
     print_diff(console, data, args.a, args.b)
 
