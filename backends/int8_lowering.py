@@ -111,6 +111,7 @@ def _make_rewriter(tvm: Any):
             self.skipped: list[tuple[str, str]] = []
             self.in_chain: set = set()  # cores consumed by a lowered quantize chain
             self.nhwc_values: dict = {}  # lowered quantize call -> its result before the NCHW transpose
+            self.transposed: dict = {}  # NCHW input var -> its NHWC transpose
             self.chains: dict = {}  # quantize binding value -> (chain, act, bounds)
             for var, value in self.bound.items():
                 if _op(value) == "relax.quantize":
@@ -239,7 +240,9 @@ def _make_rewriter(tvm: Any):
             if nhwc and producer in self.nhwc_values:
                 x = self.nhwc_values[producer]  # the previous layer's NHWC result: no transpose pair
             elif nhwc:
-                x = self.builder_.emit(relax.op.permute_dims(self.visit_expr(chain.x_q), [0, 2, 3, 1]))
+                if chain.x_q not in self.transposed:  # one transpose per value, however many layers read it
+                    self.transposed[chain.x_q] = self.builder_.emit(relax.op.permute_dims(self.visit_expr(chain.x_q), [0, 2, 3, 1]))
+                x = self.transposed[chain.x_q]
             else:
                 x = self.visit_expr(chain.x_q)
             zero = chain.zero_x
