@@ -156,7 +156,8 @@ class IntegerSummary:
     """How a build computes its Conv/MatMul/Gemm (``backends.int8_lowering``): in integers or in float.
 
     ``by_op`` counts per Relax op and arithmetic (``"conv2d int"``); ``float_reasons`` gives
-    (reason, count) for the quantized-looking layers left in float; float layers of the ONNX model
+    (reason, count) for the quantized-looking layers left in float and for the QDQ element-wise layers
+    (Add, pooling, ...) that keep float arithmetic; float layers of the ONNX model
     that were never quantized count as ``float_ops`` without a reason.
     """
 

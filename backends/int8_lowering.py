@@ -68,19 +68,27 @@ def lower_to_integer(
 
 def _summary(tvm: Any, module: Any, skipped: list[tuple[str, str]]) -> IntegerSummary:
     counts: collections.Counter[tuple[str, bool]] = collections.Counter()
+    producers = {b.var: b.value for block in module["main"].body.blocks for b in block.bindings}
+    elementwise: collections.Counter[str] = collections.Counter()
 
     def visit(expr: Any) -> None:
         if isinstance(expr, tvm.relax.Call) and getattr(expr.op, "name", "") in CORES:
             dtype = str(expr.args[0].ty.dtype)
             counts[(expr.op.name.split(".")[-1], "int" in dtype)] += 1
+        elif isinstance(expr, tvm.relax.Call) and _op(expr) == "relax.quantize":
+            source = _op(producers.get(expr.args[0])).removeprefix("relax.") or "graph input"
+            elementwise[source] += 1
 
     tvm.relax.analysis.post_order_visit(module["main"], visit)
+    reasons = list(collections.Counter(reason for _, reason in skipped).items())
+    reasons += [(f"{op} (QDQ element-wise: one fused kernel, 8-bit in and out, float arithmetic inside)", n)
+                for op, n in sorted(elementwise.items())]
     by_op = {f"{op} {'int' if integer else 'float'}": n for (op, integer), n in sorted(counts.items())}
     return IntegerSummary(
         integer_ops=sum(n for (_, integer), n in counts.items() if integer),
         float_ops=sum(n for (_, integer), n in counts.items() if not integer),
         by_op=by_op,
-        float_reasons=tuple(collections.Counter(reason for _, reason in skipped).items()),
+        float_reasons=tuple(reasons),
     )
 
 
