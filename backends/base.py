@@ -69,6 +69,7 @@ class TuningRequest:
     trials: int
     database: Path | None = None
     progress: Callable[[int, int], None] | None = dataclasses.field(default=None, compare=False)
+    weight_prepack: bool = False  # let tuned schedules choose the weights' layout (backends.tuning)
 
 
 @dataclasses.dataclass(frozen=True)
