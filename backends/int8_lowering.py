@@ -199,7 +199,10 @@ def _make_rewriter(tvm: Any):
             if scale_x is None or scale_x.size != 1 or (zero_x is not None and zero_x.size != 1):
                 self.skipped.append((name, "input scale is not one constant"))
                 return None
-            if weight is None or weight.dtype != np.int8 or (zero_w is not None and np.any(zero_w != 0)):
+            if weight is None:
+                self.skipped.append((name, "both operands are activations (no constant weight)"))
+                return None
+            if weight.dtype != np.int8 or (zero_w is not None and np.any(zero_w != 0)):
                 self.skipped.append((name, "weight is not symmetric int8"))
                 return None
             if x_dtype not in semantics.RANGES:
