@@ -117,6 +117,7 @@ def _make_rewriter(tvm: Any):
             for var in _args(relax, main.body.body):
                 self.uses[var] += 1
             self.skipped: list[tuple[str, str]] = []
+            self.reported: set = set()
             self.in_chain: set = set()  # cores consumed by a lowered quantize chain
             self.nhwc_values: dict = {}  # lowered quantize call -> its result before the NCHW transpose
             self.transposed: dict = {}  # NCHW input var -> its NHWC transpose
@@ -131,6 +132,12 @@ def _make_rewriter(tvm: Any):
         # --- matching -------------------------------------------------------------------------
         def _value(self, expr):
             return self.bound.get(expr) if isinstance(expr, relax.Var) else None
+
+        def _skip(self, core, reason: str) -> None:
+            """Record once per layer why it stays float (a core is matched up to twice)."""
+            if core not in self.reported:
+                self.reported.add(core)
+                self.skipped.append((core.op.name, reason))
 
         def _single(self, var) -> bool:
             return self.uses[var] == 1
@@ -160,7 +167,7 @@ def _make_rewriter(tvm: Any):
             if bias is not None:
                 expected = semantics.multiplier(chain.scale_x, chain.scale_w, 1.0)
                 if not np.allclose(np.broadcast_to(bias[1], expected.shape), expected, rtol=1e-5, atol=0):
-                    self.skipped.append((core.op.name, "bias scale is not s_x * s_w"))
+                    self._skip(core, "bias scale is not s_x * s_w")
                     return None
                 chain.bias = bias[0]
             return chain, act, bounds
@@ -188,40 +195,40 @@ def _make_rewriter(tvm: Any):
                     return None
                 transposed, w_dq = True, self._value(w_dq.args[0])
             if _op(x_dq) != "relax.dequantize":
-                self.skipped.append((name, "input is float (layer not quantized)"))
+                self._skip(core, "input is float (layer not quantized)")
                 return None
             if _op(w_dq) != "relax.dequantize":
-                self.skipped.append((name, "weight is not a dequantized constant"))
+                self._skip(core, "weight is not a dequantized constant")
                 return None
             scale_x, zero_x = _const(relax, x_dq.args[1]), _const(relax, x_dq.args[2])
             weight, scale_w, zero_w = (_const(relax, a) for a in w_dq.args[:3])
             x_dtype = str(x_dq.args[0].ty.dtype)
             if scale_x is None or scale_x.size != 1 or (zero_x is not None and zero_x.size != 1):
-                self.skipped.append((name, "input scale is not one constant"))
+                self._skip(core, "input scale is not one constant")
                 return None
             if weight is None:
-                self.skipped.append((name, "both operands are activations (no constant weight)"))
+                self._skip(core, "both operands are activations (no constant weight)")
                 return None
             if weight.dtype != np.int8 or (zero_w is not None and np.any(zero_w != 0)):
-                self.skipped.append((name, "weight is not symmetric int8"))
+                self._skip(core, "weight is not symmetric int8")
                 return None
             if x_dtype not in semantics.RANGES:
-                self.skipped.append((name, f"input type {x_dtype} is not int8/uint8"))
+                self._skip(core, f"input type {x_dtype} is not int8/uint8")
                 return None
             if name == "relax.nn.conv2d":
                 attrs = core.attrs
                 if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or weight.ndim != 4:
-                    self.skipped.append((name, "layout is not NCHW/OIHW"))
+                    self._skip(core, "layout is not NCHW/OIHW")
                     return None
                 scale_w = np.broadcast_to(scale_w.astype(np.float32).reshape(-1), (weight.shape[0],))
             else:
                 if weight.ndim != 2:
-                    self.skipped.append((name, "weight is not a matrix"))
+                    self._skip(core, "weight is not a matrix")
                     return None
                 axis = int(w_dq.attrs.axis) % 2
                 channel_axis = 0 if transposed else 1
                 if scale_w.size != 1 and axis != channel_axis:
-                    self.skipped.append((name, "weight scales are not per output channel"))
+                    self._skip(core, "weight scales are not per output channel")
                     return None
                 if transposed:
                     weight = np.ascontiguousarray(weight.T)
@@ -237,7 +244,7 @@ def _make_rewriter(tvm: Any):
                 if scale_y is not None and scale_y.size == 1 and (zero_y is None or zero_y.size == 1):
                     return self._quantized(chain, call, call.attrs.out_dtype, float(scale_y.reshape(-1)[0]),
                                            int(zero_y.reshape(-1)[0]) if zero_y is not None else 0, act, bounds)
-                self.skipped.append((chain.core.op.name, "output scale is not one constant"))
+                self._skip(chain.core, "output scale is not one constant")
             elif _op(call) in CORES and call not in self.in_chain:
                 chain = self._match_core(call)
                 if chain is not None:
