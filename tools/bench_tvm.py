@@ -129,6 +129,7 @@ def main() -> int:
     parser.add_argument("--target", default="llvm", help="TVM target of every build (e.g. 'llvm -mcpu=znver4' for this machine's VNNI)")
     parser.add_argument("--int8", action="store_true", help="also ONNX Runtime int8 and TVM int8 rows (the model quantized by the quantize pass)")
     parser.add_argument("--no-again", action="store_true", help="skip the '-again' row (the last budget rebuilt on its database)")
+    parser.add_argument("--no-untuned", action="store_true", help="skip the untuned TVM rows")
     parser.add_argument("--db-dir", default=None, help="keep the tuning databases and libraries in this folder (default: a temporary one)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench_tvm.md"))
     args = parser.parse_args()
@@ -153,8 +154,9 @@ def main() -> int:
             scratch = str(Path(args.db_dir) / name) if args.db_dir else temporary
             for prefix, subject, expected in variants:
                 common = dict(target=args.target, integer=bool(prefix))
-                rows.append(tvm_row(f"{prefix}untuned", subject, shapes, scratch, max(3, args.repeat // 4), expected, feeds, **common))
-                print(f"{name} {rows[-1]}", flush=True)
+                if not args.no_untuned:
+                    rows.append(tvm_row(f"{prefix}untuned", subject, shapes, scratch, max(3, args.repeat // 4), expected, feeds, **common))
+                    print(f"{name} {rows[-1]}", flush=True)
                 for budget in budgets:
                     db = Path(scratch) / f"db{prefix.strip()}{budget}"
                     rows.append(tvm_row(f"{prefix}tuned-{budget}", subject, shapes, scratch, args.repeat, expected, feeds, tune_trials=budget, tune_db=db, **common))
