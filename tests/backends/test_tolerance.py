@@ -109,3 +109,17 @@ def test_a_quantized_model_is_checked_by_the_integer_rule(tmp_path):
     assert result.check.rule == "int8" and result.check.passed, result.notes
     data = report_dict(TargetReport("llvm", tmp_path, result))
     assert (data["integer_ops"], data["float_ops"]) == (21, 0)
+
+
+def test_a_float64_evaluation_far_from_onnx_runtime_is_not_trusted(monkeypatch):
+    from backends import float64_reference  # noqa: PLC0415
+    from backends.tolerance import check_library  # noqa: PLC0415
+
+    model = small_resnet18()
+    feeds = runtime.generate_inputs(model, seed=0)
+    ort = runtime.run(model, feeds)["output"]
+    monkeypatch.setattr(float64_reference, "evaluate", lambda m, f: {"output": ort.astype(np.float64) + 0.01 * np.abs(ort).max()})
+    notes: list[str] = []
+    result = check_library(model, feeds, [ort], rtol=1e-4, atol=1e-5, integer=False, notes=notes)
+    assert result.rule == "rtol/atol" and result.passed
+    assert "float64 evaluation differs from ONNX Runtime" in notes[0]
