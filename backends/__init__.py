@@ -8,14 +8,16 @@ Importing this package does not import TVM; building does. Public API:
 - ``list_targets()``: the presets, what builds each and whether it can build on this machine;
 - ``backends.report``: building one model for several targets and a per-target report;
 - ``backends.remote``: measuring a library on a device through TVM's RPC;
-- ``Backend``, ``register_backend``, ``backend_for``: the registry that picks a builder per target.
+- ``Backend``, ``register_backend``, ``backend_for``: the registry that picks a builder per target
+  (a backend is one module that registers itself; the registry imports every module of this package).
 """
 
 from backends.base import Backend, BuildRequest, BuildResult, CheckResult, backend_for, build_key, register_backend
 from backends.target import PRESETS, TargetSpec, parse_target
-from backends.tvm_build import TvmHostBackend, compile_model
-from backends.cross_build import TvmAarch64Backend  # noqa: E402 - registers the aarch64 backend
-from backends.cuda_build import TvmCudaBackend  # noqa: E402 - registers the CUDA backend
+from backends.dispatch import compile_model
+from backends.host_build import TvmHostBackend
+from backends.cross_build import TvmAarch64Backend
+from backends.cuda_build import TvmCudaBackend
 from backends.targets_table import TargetRow, list_targets
 
 __all__ = [

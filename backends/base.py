@@ -7,12 +7,12 @@ A backend is keyed by what it builds, derived from the target by ``build_key``:
   ``cross-aarch64``), which needs a cross linker and runs its check elsewhere;
 - ``cuda``: GPU code.
 
-Registered by importing ``backends``: ``host`` (``tvm_build``), ``cross-aarch64`` (``cross_build``),
-``cuda`` (``cuda_build``).
-
-Later backends slot in by registering another key: an accelerator partitioned through BYOC would use
-its own target kind and key; MetaSchedule tuning is an option of a request (a budget and a database),
-honoured by the backends that support it, not a key of its own, because every target can be tuned.
+A backend registers itself when its module is imported (``register_backend`` at module level), and
+the registry imports every module of the ``backends`` package and of its subpackages on first use,
+so a new backend is one new file: ``host`` (``host_build``), ``cross-aarch64`` (``cross_build``),
+``cuda`` (``cuda_build``). An accelerator partitioned through BYOC would use its own target kind and
+key; MetaSchedule tuning is an option of a request (a budget and a database), honoured by the
+backends that support it, not a key of its own, because every target can be tuned.
 
 Rules:
 - ``backend_for(spec)`` returns the backend registered for the spec's key, or raises a one-line
@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Mapping
+import importlib
+import pkgutil
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -189,6 +192,7 @@ class BuildResult:
     latency: Latency | None = None
     tuning: TuningSummary | None = None
     integer: IntegerSummary | None = None
+    details: Mapping[str, object] | None = None  # backend-specific report fields (the accelerator's)
 
 
 class Backend(abc.ABC):
@@ -197,12 +201,40 @@ class Backend(abc.ABC):
     key: ClassVar[str] = ""
     description: ClassVar[str] = ""  # what it builds, for "supported now: ..." messages
 
+    @property
+    def label(self) -> str:
+        """The ``backend`` of its results (``tvm-host``)."""
+        return self.key
+
     @abc.abstractmethod
     def build(self, request: BuildRequest) -> BuildResult:
         """Compile ``request.model`` for ``request.target``; raise ``BackendError`` on failure."""
 
+    def result(
+        self, request: BuildRequest, library: Path, *, seconds: float, notes: Sequence[str], artifacts: Sequence[Artifact] = (),
+        check: CheckResult | None = None, latency: Latency | None = None, tuning: TuningSummary | None = None,
+        integer: IntegerSummary | None = None,
+    ) -> BuildResult:
+        """The ``BuildResult`` of a library on disk; ``artifacts`` default to the library alone."""
+        size = library.stat().st_size
+        return BuildResult(
+            target=request.target.text, library=library, size_bytes=size, compile_seconds=seconds, check=check, backend=self.label,
+            notes=tuple(notes), artifacts=tuple(artifacts) or (Artifact("library", library, size),), latency=latency, tuning=tuning,
+            integer=integer,
+        )  # fmt: skip
+
 
 _REGISTRY: dict[str, Backend] = {}
+_LOADED: set[str] = set()
+
+
+def _load_backends() -> None:
+    """Import every module of this package and of its subpackages; each registers the backends it defines."""
+    package = sys.modules[__package__]
+    for module in pkgutil.walk_packages(package.__path__, prefix=f"{__package__}."):
+        if module.name not in _LOADED and not module.name.rsplit(".", 1)[-1].startswith("_"):
+            importlib.import_module(module.name)
+            _LOADED.add(module.name)
 
 
 def register_backend(backend: Backend, *, replace: bool = False) -> Backend:
@@ -216,6 +248,7 @@ def register_backend(backend: Backend, *, replace: bool = False) -> Backend:
 
 
 def registered_backends() -> dict[str, Backend]:
+    _load_backends()
     return dict(_REGISTRY)
 
 
@@ -230,6 +263,7 @@ def build_key(spec: TargetSpec) -> str:
 
 
 def backend_for(spec: TargetSpec) -> Backend:
+    _load_backends()
     key = build_key(spec)
     if key in _REGISTRY:
         return _REGISTRY[key]

@@ -23,15 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from backends import arm_toolchain
-from backends.base import Backend, BuildRequest, BuildResult, CheckResult, register_backend
+from backends.base import BuildRequest, BuildResult, CheckResult, register_backend
 from backends.int8_lowering import lower_to_integer
-from backends.tolerance import check_library
-from backends.tvm_build import artifact, compile_module, export_library, import_onnx, import_tvm, measure_latency, tvm_target, write_manifest
-from ir import runtime
-from ir.errors import BackendError, GraphpressError
+from backends.tvm_build import TvmBackend, artifact, compile_module, export_library, import_onnx, import_tvm, measure_latency, tvm_target, write_manifest
+from ir.errors import BackendError
 
 
-class TvmAarch64Backend(Backend):
+class TvmAarch64Backend(TvmBackend):
     key = "cross-aarch64"
     description = "aarch64 Linux by cross-compilation ('rpi4', 'arm-a72', 'arm-a55', 'llvm -mcpu=cortex-a72')"
 
@@ -65,18 +63,8 @@ class TvmAarch64Backend(Backend):
         latency = None
         if request.measure_repeat:
             latency = measure_latency(tvm, request, library, notes, runnable=False)
-        return BuildResult(
-            target=request.target.text,
-            library=library,
-            size_bytes=library.stat().st_size,
-            compile_seconds=seconds,
-            check=check,
-            backend="tvm-cross-aarch64",
-            notes=tuple(notes),
-            artifacts=tuple(artifacts),
-            latency=latency,
-            tuning=tuning,
-            integer=integer,
+        return self.result(
+            request, library, seconds=seconds, notes=notes, artifacts=artifacts, check=check, latency=latency, tuning=tuning, integer=integer
         )
 
     def _check(
@@ -85,24 +73,9 @@ class TvmAarch64Backend(Backend):
         if not toolchain.can_run:
             notes.append(f"check skipped: cannot run aarch64 code here (missing {'; '.join(toolchain.missing)})")
             return None
-        try:
-            feeds = runtime.generate_inputs(request.model, seed=0)
-            runtime.session(request.model)
-        except GraphpressError as exc:
-            notes.append(f"check skipped: {exc}")
-            return None
-        outputs = arm_toolchain.run_under_qemu(toolchain, request.out_dir, library, list(feeds.values()))
-        try:
-            result = check_library(request.model, feeds, outputs, rtol=request.rtol, atol=request.atol, integer=integer, notes=notes)
-        except GraphpressError as exc:
-            notes.append(f"check skipped: {exc}")
-            return None
-        notes.append("checked under qemu-aarch64-static against ONNX Runtime on this machine")
-        if not result.passed:
-            notes.append(
-                f"outputs differ from ONNX Runtime: max abs error {result.max_abs_error:.3g}, max rel error "
-                f"{result.max_rel_error:.3g} (worst output '{result.worst_output}')"
-            )
+        result = self.check(request, lambda inputs: arm_toolchain.run_under_qemu(toolchain, request.out_dir, library, inputs), notes, integer=integer)
+        if result is not None:
+            notes.append("checked under qemu-aarch64-static against ONNX Runtime on this machine")
         return result
 
 

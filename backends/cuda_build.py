@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from backends import cuda_loader
-from backends.base import Backend, BuildRequest, BuildResult, CheckResult, Latency, register_backend
-from backends.numeric_check import compare_outputs
+from backends.base import BuildRequest, BuildResult, CheckResult, Latency, register_backend
 from backends.tvm_build import (
+    TvmBackend,
     artifact,
     compile_module,
     export_library,
@@ -36,12 +36,12 @@ from backends.tvm_build import (
     write_manifest,
 )
 from ir import runtime
-from ir.errors import BackendError, GraphpressError
+from ir.errors import BackendError
 
 GLUE_NAME = "graphpress_cuda.py"
 
 
-class TvmCudaBackend(Backend):
+class TvmCudaBackend(TvmBackend):
     key = "cuda"
     description = "NVIDIA GPUs ('cuda -arch=sm_80', 'cuda-sm90'; compiling needs no GPU)"
 
@@ -75,18 +75,8 @@ class TvmCudaBackend(Backend):
                 latency = self._measure(tvm, request, library)
             else:
                 notes.append("latency not measured: no CUDA GPU on this machine")
-        return BuildResult(
-            target=request.target.text,
-            library=library,
-            size_bytes=library.stat().st_size,
-            compile_seconds=seconds,
-            check=check,
-            backend="tvm-cuda",
-            notes=tuple(notes),
-            artifacts=(artifact("library", library), artifact("manifest", manifest), artifact("loading glue", glue)),
-            latency=latency,
-            tuning=tuning,
-        )
+        artifacts = (artifact("library", library), artifact("manifest", manifest), artifact("loading glue", glue))
+        return self.result(request, library, seconds=seconds, notes=notes, artifacts=artifacts, check=check, latency=latency, tuning=tuning)
 
     def _machine(self, tvm: Any, request: BuildRequest, library: Path) -> tuple[Any, Any]:
         arch = str(request.target.options.get("arch") or "")
@@ -95,19 +85,15 @@ class TvmCudaBackend(Backend):
         return tvm.relax.VirtualMachine(tvm.runtime.load_module(str(library)), device), device
 
     def _check(self, tvm: Any, request: BuildRequest, library: Path, notes: list[str]) -> CheckResult | None:
-        try:
-            feeds = runtime.generate_inputs(request.model, seed=0)
-            reference = runtime.run(request.model, feeds)
-        except GraphpressError as exc:
-            notes.append(f"check skipped: {exc}")
-            return None
-        try:
-            machine, device = self._machine(tvm, request, library)
-            result = machine["main"](*(tvm.runtime.tensor(a, device) for a in feeds.values()))
-        except Exception as exc:  # TVMError, RuntimeError from nvcc
-            raise BackendError(f"the CUDA library {library.name} failed to run: {first_line(exc)}") from exc
-        outputs = [result.numpy()] if hasattr(result, "numpy") else [item.numpy() for item in result]
-        return compare_outputs(reference, outputs, rtol=request.rtol, atol=request.atol)
+        def run(inputs):
+            try:
+                machine, device = self._machine(tvm, request, library)
+                result = machine["main"](*(tvm.runtime.tensor(a, device) for a in inputs))
+            except Exception as exc:  # TVMError, RuntimeError from nvcc
+                raise BackendError(f"the CUDA library {library.name} failed to run: {first_line(exc)}") from exc
+            return [result.numpy()] if hasattr(result, "numpy") else [item.numpy() for item in result]
+
+        return self.check(request, run, notes)
 
     def _measure(self, tvm: Any, request: BuildRequest, library: Path) -> Latency:
         machine, device = self._machine(tvm, request, library)

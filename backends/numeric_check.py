@@ -1,4 +1,4 @@
-"""Comparing a built library's outputs with ONNX Runtime's.
+"""Comparing a built library's outputs with ONNX Runtime's (the errors measured by ``ir.fidelity``).
 
 Rules:
 - Outputs are compared in graph order; a different count or shape fails with an infinite error.
@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from backends.base import CheckResult
+from ir.fidelity import output_error
 
 
 def compare_outputs(
@@ -30,7 +31,8 @@ def compare_outputs(
     passed = True
     worst_output, worst_share = "", -1.0  # the output that used the largest share of its allowance
     for (name, expected), got in zip(reference.items(), actual):
-        abs_error, magnitude = _abs_error(np.asarray(expected), np.asarray(got))
+        error = output_error(expected, got)
+        abs_error, magnitude = error.max_abs, error.magnitude or 1.0
         allowed = atol + rtol * magnitude
         passed = passed and abs_error <= allowed
         max_abs, max_rel = max(max_abs, abs_error), max(max_rel, abs_error / magnitude)
@@ -38,19 +40,3 @@ def compare_outputs(
         if share > worst_share:
             worst_output, worst_share = name, share
     return CheckResult(max_abs, max_rel, passed=passed, rtol=rtol, atol=atol, worst_output=worst_output)
-
-
-def _abs_error(expected: np.ndarray, got: np.ndarray) -> tuple[float, float]:
-    """(largest absolute difference, magnitude) of one output."""
-    if expected.shape != got.shape:
-        return math.inf, 1.0
-    expected = expected.astype(np.float64)
-    got = got.astype(np.float64)
-    finite = np.isfinite(expected)
-    magnitude = float(np.max(np.abs(expected[finite]), initial=0.0)) or 1.0
-    same_special = (~finite) & ((expected == got) | (np.isnan(expected) & np.isnan(got)))
-    if np.any(~finite & ~same_special) or np.any(finite & ~np.isfinite(got)):
-        return math.inf, magnitude
-    if not np.any(finite):
-        return 0.0, magnitude
-    return float(np.max(np.abs(expected[finite] - got[finite]))), magnitude

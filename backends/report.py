@@ -23,8 +23,8 @@ import onnx
 import onnx_ir as ir
 
 from backends.base import BuildResult
-from backends.target import PRESETS, parse_target
-from backends.tvm_build import compile_model
+from backends.dispatch import compile_model
+from backends.target import PRESETS, TargetSpec, parse_target
 from ir.errors import GraphpressError
 
 
@@ -42,20 +42,22 @@ class TargetReport:
 
 def build_for_targets(
     model: ir.Model | onnx.ModelProto,
-    targets: Sequence[str],
+    targets: Sequence[str] | Mapping[str, TargetSpec],
     out_dir: str | os.PathLike[str],
     **options: Any,
 ) -> list[TargetReport]:
-    """Build ``model`` for each of ``targets``; ``options`` go to ``compile_model``."""
+    """Build ``model`` for each of ``targets``: target texts, or each text as typed with its parsed
+    spec (parsed once, by the caller); ``options`` go to ``compile_model``."""
+    pairs = targets.items() if isinstance(targets, Mapping) else ((text, text) for text in targets)
     reports = []
-    for target in targets:
-        folder = Path(out_dir) / _folder_name(target)
+    for text, target in pairs:
+        folder = Path(out_dir) / _folder_name(text, target)
         try:
             result = compile_model(model, target, folder, **options)
         except GraphpressError as exc:
-            reports.append(TargetReport(target, folder, None, str(exc)))
+            reports.append(TargetReport(text, folder, None, str(exc)))
         else:
-            reports.append(TargetReport(target, folder, result))
+            reports.append(TargetReport(text, folder, result))
     return reports
 
 
@@ -81,6 +83,8 @@ def report_dict(report: TargetReport) -> dict[str, Any]:
             "by_op": dict(result.integer.by_op), "float_reasons": [list(r) for r in result.integer.float_reasons]},
         notes=list(result.notes),
     )
+    if result.details is not None:
+        data["accelerator"] = dict(result.details)
     return data
 
 
@@ -110,13 +114,13 @@ def summaries(reports: Sequence[TargetReport]) -> Mapping[str, dict[str, Any]]:
     return {report.target: report_dict(report) for report in reports}
 
 
-def _folder_name(target: str) -> str:
-    if target in PRESETS:
-        return target
+def _folder_name(given: str, target: str | TargetSpec) -> str:
+    if given in PRESETS:
+        return given
     try:
-        text = parse_target(target).text
+        text = (target if isinstance(target, TargetSpec) else parse_target(target)).text
     except GraphpressError:
-        text = target
+        text = given
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text.replace("-m", "").replace("=", "-")).strip("_") or "target"
 
 

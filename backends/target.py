@@ -76,8 +76,21 @@ FLAGS: Mapping[str, tuple[Flag, ...]] = types.MappingProxyType(
             Flag("l2_cache_size_bytes", int, "BYTES"),
             Flag("libs", tuple, "LIB,..."),
         ),
+        # The int8 GEMM accelerator (backends.accel.config): MAC array, clock, buffers in KiB, bus bytes.
+        "accel": (
+            Flag("block", str, "INxOUT"),
+            Flag("clock", int, "MHZ"),
+            Flag("inp-buf", int, "KIB"),
+            Flag("wgt-buf", int, "KIB"),
+            Flag("acc-buf", int, "KIB"),
+            Flag("bus", int, "BYTES"),
+            Flag("depthwise", bool, "true|false"),
+        ),
     }
 )
+
+# Kinds graphpress builds without a TVM target of that kind (the accelerator's host part is plain llvm).
+NON_TVM_KINDS = frozenset({"accel"})
 
 # Named presets: name -> canonical CLI text. Aliases map to the same text.
 PRESETS: Mapping[str, str] = types.MappingProxyType(
@@ -92,6 +105,9 @@ PRESETS: Mapping[str, str] = types.MappingProxyType(
         "arm-a55": "llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a55 -mattr=+neon,+dotprod",
         "cuda-sm80": "cuda -arch=sm_80",
         "cuda-sm90": "cuda -arch=sm_90",
+        "accel": "accel",  # the defaults: -block=16x16 -clock=200 (backends.accel.config)
+        "accel-small": "accel -block=8x8 -clock=150 -inp-buf=32 -wgt-buf=32 -acc-buf=32 -bus=8",
+        "accel-large": "accel -block=32x32 -clock=250 -inp-buf=128 -wgt-buf=256 -acc-buf=256 -bus=32",
     }
 )
 
@@ -181,6 +197,10 @@ def parse_target(spec: str | Sequence[str]) -> TargetSpec:
         given.add(name)
         options[name] = value
     _imply_triple(options)
+    if base.kind == "accel":  # block sizes must fit the buffers: checked once, here
+        from backends.accel.config import config_from_options
+
+        config_from_options(options, shown)
     return TargetSpec(base.kind, options)
 
 

@@ -52,6 +52,9 @@ def list_targets() -> list[TargetRow]:
             builds = builds and toolchain.can_link
             checks = builds and toolchain.can_run
             missing += list(toolchain.missing)
+        elif key == "accel":  # C simulation: the host C/C++ compiler, not TVM
+            builds = checks = shutil.which("g++") is not None and shutil.which("gcc") is not None
+            missing = [] if builds else ["g++ and gcc (the C simulation's host compiler)"]
         elif key == "cuda":
             gpu = shutil.which("nvidia-smi") is not None
             checks = checks and gpu

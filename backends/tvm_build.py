@@ -1,25 +1,17 @@
-"""Compiling ONNX models into libraries with Apache TVM 0.27, and the host CPU backend.
+"""The steps every TVM backend shares (TVM 0.27).
 
-``compile_model`` is the entry point for every target: it parses the target, picks the backend
-registered for what the target builds (``backends.base``), fixes input shapes and hands over. Every
-backend planned (ARM cross-compilation, CUDA, BYOC accelerators, MetaSchedule tuning) goes through TVM,
-so this module also holds the steps they share: importing ONNX into Relax, turning TVM's failures
-into one-line ``BackendError`` messages, exporting atomically and checking against ONNX Runtime.
+Importing ONNX into Relax, compiling (tuned through ``backends.tuning`` when asked), exporting the
+library atomically, running and timing it, turning TVM's failures into one-line ``BackendError``
+messages, and ``TvmBackend``: the base class of the TVM backends, whose ``check`` compares a built
+library's outputs with ONNX Runtime and whose ``result`` assembles the ``BuildResult``.
 
-Rules of the host backend (``llvm`` without a foreign ``-mtriple``, and ``c``):
 - Import with ``relax.frontend.onnx.from_onnx(proto, shape_dict=<fixed shapes>,
   keep_params_in_input=False)``, compile with ``tvm.compile(mod, target=Target(<dict form>))``.
 - ``-mcpu`` must name a CPU LLVM knows for the triple; LLVM would silently build for ``generic``.
 - The library is written to a temporary file in ``out_dir`` and renamed to ``<name>.so``, so a failed
   or interrupted build never leaves a truncated library under the final name.
-- The check loads the written library (what ships, not the in-memory module), runs ``main`` with
-  ``relax.VirtualMachine`` on deterministic random inputs and compares with ONNX Runtime
-  (``backends.numeric_check``). It is skipped, with a note, when the library needs CPU features this
-  machine lacks (running it would kill the process with SIGILL) or ONNX Runtime cannot run the model.
 - Everything TVM and LLVM print is captured; recognised warnings become notes, the rest is logged at
   debug level on this module's logger. MetaSchedule's own log goes to ``<tune-db>/logs``.
-- Tuning (``tune_trials``/``tune_db``) goes through ``backends.tuning``; without it CPU builds carry
-  a note that they are untuned.
 - ``measure_repeat`` > 0 times ``main`` with TVM's ``time_evaluator`` (median of that many runs, one
   call each, after a warm-up) on this machine, or on ``remote`` through ``backends.remote``.
 """
@@ -27,7 +19,6 @@ Rules of the host backend (``llvm`` without a foreign ``-mtriple``, and ``c``):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import json
 import logging
@@ -44,29 +35,15 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from backends.base import (
-    Artifact,
-    Backend,
-    BuildRequest,
-    BuildResult,
-    CheckResult,
-    Latency,
-    RemoteDevice,
-    TuningSummary,
-    backend_for,
-    register_backend,
-)
-from backends.int8_lowering import lower_to_integer
-from backends.model_input import prepare_model
+from backends.base import Artifact, Backend, BuildRequest, CheckResult, Latency, TuningSummary
 from backends.native_output import Capture, captured
-from backends.target import TargetSpec, parse_target
+from backends.target import TargetSpec
 from backends.tolerance import check_library
-from backends.tuning import tune_and_compile, validate_tuning
+from backends.tuning import tune_and_compile
 from ir import runtime
-from ir.errors import BackendError, GraphpressError, ModelSaveError, UsageError
+from ir.errors import BackendError, GraphpressError, ModelSaveError
 
 _LOG = logging.getLogger(__name__)
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _FOLD_HINT = "run the fold pipeline with fixed input shapes (--input-shape) first"
 # Feature names that are instruction sets: a library using one the host lacks dies with SIGILL.
 # (LLVM's feature lists also hold tuning hints such as 'fast-gather' that are harmless to lack.)
@@ -78,104 +55,26 @@ _ISA_PREFIXES = (
 _UNTUNED_NOTE = "untuned build: TVM's default CPU pipeline applies no schedules; tune with --tune-trials N"
 
 
-def compile_model(
-    model: ir.Model | onnx.ModelProto,
-    target: str | Sequence[str] | TargetSpec,
-    out_dir: str | os.PathLike[str],
-    *,
-    input_shapes: Mapping[str, Sequence[int]] | None = None,
-    check: bool = True,
-    name: str = "model",
-    rtol: float = 1e-4,
-    atol: float = 1e-5,
-    tune_trials: int | None = None,
-    tune_db: str | os.PathLike[str] | None = None,
-    tune_progress: Callable[[int, int], None] | None = None,
-    measure_repeat: int = 0,
-    remote: RemoteDevice | None = None,
-) -> BuildResult:
-    """Compile ``model`` for ``target`` into ``out_dir/<name>.so``; check it against ONNX Runtime.
+class TvmBackend(Backend):
+    """A backend that builds with TVM: its results are labelled ``tvm-<key>``."""
 
-    ``tune_trials``/``tune_db`` turn on MetaSchedule tuning (``backends.tuning``); ``tune_progress``
-    receives (done, total) trials. ``measure_repeat`` > 0 measures the library's latency (median of
-    that many runs) where it can run: on this machine, or on ``remote`` through TVM's RPC.
-    """
-    spec = target if isinstance(target, TargetSpec) else parse_target(target)
-    if not _NAME.fullmatch(name):
-        raise UsageError(f"library name '{name}' must be a file stem of letters, digits, '_', '.', '-' (e.g. 'model')")
-    if not (rtol >= 0 and atol >= 0):
-        raise UsageError(f"tolerances must be non-negative numbers, got rtol={rtol}, atol={atol}")
-    if isinstance(measure_repeat, bool) or not isinstance(measure_repeat, int) or measure_repeat < 0:
-        raise UsageError(f"measure_repeat must be a non-negative integer, got {measure_repeat!r}")
-    tuning = validate_tuning(tune_trials, tune_db)
-    if tuning is not None and tune_progress is not None:
-        tuning = dataclasses.replace(tuning, progress=tune_progress)
-    backend = backend_for(spec)  # before any work: an unsupported target fails at once
-    prepared, shapes = prepare_model(model, input_shapes)
-    request = BuildRequest(
-        prepared, spec, Path(out_dir), shapes, name=name, check=check, rtol=rtol, atol=atol,
-        tuning=tuning, remote=remote, measure_repeat=measure_repeat,
-    )  # fmt: skip
-    return backend.build(request)
+    @property
+    def label(self) -> str:
+        return f"tvm-{self.key}"
 
-
-class TvmHostBackend(Backend):
-    """Builds libraries for this machine's CPU with TVM's LLVM or C code generator."""
-
-    key = "host"
-    description = "host llvm targets ('llvm', 'llvm -mcpu=<a CPU this machine can run>', 'c')"
-
-    def build(self, request: BuildRequest) -> BuildResult:
-        tvm = import_tvm()
-        notes: list[str] = []
-        with _native_output("target", notes):
-            target = tvm_target(tvm, request.target)
-        start = time.perf_counter()
-        module = import_onnx(tvm, request.model, request.input_shapes)
-        module, integer = lower_to_integer(tvm, module, notes)
-        executable, tuning = compile_module(tvm, module, target, request, notes)
-        library = export_library(executable, request.out_dir, request.name, notes)
-        seconds = time.perf_counter() - start
-        lowered = integer.integer_ops > 0
-        result_check = self._check(tvm, target, request, library, notes, lowered) if request.check else None
-        latency = None
-        if request.measure_repeat:
-            latency = measure_latency(tvm, request, library, notes, runnable=not self._lacking(tvm, target, request, []))
-        return BuildResult(
-            target=request.target.text,
-            library=library,
-            size_bytes=library.stat().st_size,
-            compile_seconds=seconds,
-            check=result_check,
-            backend=f"tvm-{self.key}",
-            notes=tuple(notes),
-            artifacts=(artifact("library", library),),
-            latency=latency,
-            tuning=tuning,
-            integer=integer,
-        )
-
-    def _lacking(self, tvm: Any, target: Any, request: BuildRequest, notes: list[str]) -> list[str]:
-        with _native_output("feature check", notes):
-            return lacking_host_features(tvm, target) if request.target.kind == "llvm" else []
-
-    def _check(
-        self, tvm: Any, target: Any, request: BuildRequest, library: Path, notes: list[str], integer: bool = False
+    def check(
+        self, request: BuildRequest, run: Callable[[list[np.ndarray]], Sequence[np.ndarray]], notes: list[str], *, integer: bool = False
     ) -> CheckResult | None:
-        lacking = self._lacking(tvm, target, request, notes)
-        if lacking:
-            notes.append(f"check skipped: the library uses CPU features this machine lacks ({', '.join(lacking)})")
-            return None
+        """``run``'s outputs on deterministic random inputs against ONNX Runtime's, by the float rule or,
+        for a library computing in integers, the integer rule (``backends.tolerance``); None, with a
+        note, when ONNX Runtime cannot run the model."""
         try:
             feeds = runtime.generate_inputs(request.model, seed=0)
             runtime.session(request.model)  # a model ONNX Runtime cannot load is not checked
         except GraphpressError as exc:
             notes.append(f"check skipped: {exc}")
             return None
-        try:
-            outputs = run_library(tvm, library, list(feeds.values()))
-        except Exception as exc:  # a runtime failure surfaces as TVMError or a plain RuntimeError
-            raise BackendError(f"the built library {library.name} failed to run: {first_line(exc)}") from exc
+        outputs = run(list(feeds.values()))
         try:
             result = check_library(request.model, feeds, outputs, rtol=request.rtol, atol=request.atol, integer=integer, notes=notes)
         except GraphpressError as exc:
@@ -203,7 +102,7 @@ def compile_module(
         return executable, summary
     if request.target.kind in ("llvm", "c"):
         notes.append(_UNTUNED_NOTE)
-    with _native_output("compile", notes):
+    with captured_output("compile", notes):
         try:
             return tvm.compile(module, target=target), None
         except Exception as exc:  # TVM raises many unrelated types (TVMError, InternalError, ...)
@@ -221,7 +120,7 @@ def measure_latency(tvm: Any, request: BuildRequest, library: Path, notes: list[
         notes.append("latency not measured: this machine cannot run the library (give a remote device)")
         return None
     device = tvm.cpu()
-    with _native_output("measure", []):
+    with captured_output("measure", []):
         machine = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(library)), device)
         inputs = [tvm.runtime.tensor(array, device) for array in feeds.values()]
         machine.set_input("main", *inputs)
@@ -327,7 +226,7 @@ def export_library(executable: Any, out_dir: Path, name: str, notes: list[str], 
         # permissions, and the rename stays on one file system.
         with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=out_dir) as scratch:
             temporary = Path(scratch) / final.name
-            with _native_output("export", notes):
+            with captured_output("export", notes):
                 try:
                     if fcompile is None:
                         executable.export_library(str(temporary))
@@ -345,7 +244,7 @@ def export_library(executable: Any, out_dir: Path, name: str, notes: list[str], 
 def run_library(tvm: Any, library: Path, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Outputs of the library's ``main`` on ``inputs``, flattened in graph order."""
     device = tvm.cpu()
-    with _native_output("run", []):
+    with captured_output("run", []):
         machine = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(library)), device)
         result = machine["main"](*(tvm.runtime.tensor(array, device) for array in inputs))
     return _flatten(result)
@@ -367,7 +266,7 @@ def first_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _native_output(phase: str, notes: list[str]) -> Iterator[None]:
+def captured_output(phase: str, notes: list[str]) -> Iterator[None]:
     try:
         with captured() as log:
             yield
@@ -396,7 +295,6 @@ def _flatten(value: Any) -> list[np.ndarray]:
     return [array for item in value for array in _flatten(item)]
 
 
-register_backend(TvmHostBackend())
 
 
 def write_manifest(request: BuildRequest, library: Path) -> Path:

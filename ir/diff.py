@@ -26,12 +26,9 @@ shape) by name, the op histograms with their delta, and the cost deltas from ``i
 
 Numeric diff (``numeric_diff(a, b, feeds)``): both models run with ONNX Runtime on the same feeds
 (``ir.runtime.generate_inputs(a, seed=seed)`` when none are given). Per output of ``a``:
-``max_abs`` = max |a - b|; ``max_rel`` = max_abs / max |a| (relative to the output's scale, like
-``ir.runtime.compare``, so near-zero elements do not blow it up); ``cosine`` similarity (1.0 when both
-are all zeros); ``sqnr_db`` = 10 log10(sum a^2 / sum (a - b)^2), ``inf`` for identical outputs.
-Positions where both are NaN or the same infinity count as equal; other non-finite mismatches make
-``max_abs`` infinite and are counted in ``nonfinite_mismatches``; cosine and SQNR use the positions
-finite in both. Integer and boolean outputs also report ``mismatches`` (elements that differ).
+``max_abs``, ``max_rel``, ``cosine``, ``sqnr_db`` as ``ir.fidelity`` defines them; non-finite
+mismatches are counted in ``nonfinite_mismatches``; integer and boolean outputs also report
+``mismatches`` (elements that differ).
 ``json_safe`` turns the infinities into strings for strict JSON.
 """
 
@@ -47,6 +44,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ir import cost as ir_cost
+from ir import fidelity
 from ir import runtime as ir_runtime
 
 # Above this many inserted plus deleted nodes, structural alignment uses difflib (greedy, faster).
@@ -164,6 +162,8 @@ class StructuralDiff:
     outputs: ValueChanges
     op_histogram: dict[str, dict[str, int]]  # op -> {"before", "after", "delta"}
     cost: dict[str, dict[str, int]]  # field of CostSummary -> {"before", "after", "delta"}
+    # (index in a, index in b) of every matched node pair, in a's order; for drawing, not in to_dict
+    pairs: list[tuple[int, int]] = dataclasses.field(default_factory=list, repr=False)
 
     def is_empty(self) -> bool:
         return (
@@ -223,6 +223,7 @@ def structural_diff(
         outputs=_value_changes(a.graph.outputs, b.graph.outputs),
         op_histogram=_before_after(cost_a.op_histogram, cost_b.op_histogram),
         cost=_before_after(_cost_fields(cost_a), _cost_fields(cost_b)),
+        pairs=sorted((before.index[node_a], after.index[node_b]) for node_a, node_b in matches.items()),
     )
 
 
@@ -551,45 +552,7 @@ def _feeds_for(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> dict[str, np
 
 
 def output_errors(reference: np.ndarray, actual: np.ndarray) -> dict:
-    ref = reference.astype(np.float64)
-    got = actual.astype(np.float64)
-    equal = (ref == got) | (np.isnan(ref) & np.isnan(got))
-    finite = np.isfinite(ref) & np.isfinite(got)
-    nonfinite_mismatches = int(np.count_nonzero(~equal & ~finite))
-    error = np.where(equal, 0.0, np.abs(ref - got))
-    error = np.where(np.isnan(error), np.inf, error)
-    max_abs = float(error.max()) if error.size else 0.0
-    scale = float(np.abs(ref[np.isfinite(ref)]).max()) if np.isfinite(ref).any() else 0.0
-    result = {
-        "status": "ok",
-        "shape": list(reference.shape),
-        "dtype": str(reference.dtype),
-        "max_abs": max_abs,
-        "max_rel": max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf),
-        "cosine": _cosine(ref[finite], got[finite]),
-        "sqnr_db": _sqnr_db(ref[finite], got[finite]),
-        "nonfinite_mismatches": nonfinite_mismatches,
-    }
-    if reference.dtype.kind in "iub":
-        result["mismatches"] = int(np.count_nonzero(reference != actual))
-    return result
-
-
-def _cosine(ref: np.ndarray, got: np.ndarray) -> float:
-    norms = float(np.linalg.norm(ref)) * float(np.linalg.norm(got))
-    if norms == 0.0:
-        return 1.0 if not ref.any() and not got.any() else 0.0
-    return float(np.dot(ref.ravel(), got.ravel()) / norms)
-
-
-def _sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
-    noise = float(np.sum((ref - got) ** 2))
-    signal = float(np.sum(ref**2))
-    if noise == 0.0:
-        return math.inf
-    if signal == 0.0:
-        return -math.inf
-    return 10.0 * math.log10(signal / noise)
+    return {"status": "ok", "shape": list(reference.shape), "dtype": str(reference.dtype), **fidelity.array_metrics(reference, actual)}
 
 
 def json_safe(data):

@@ -1,9 +1,12 @@
 """One self-contained HTML page for a ``StructuralDiff`` (and optionally a numeric diff).
 
-The page has inline CSS and no scripts or external assets, so it can be mailed or attached to a CI
-run. Every piece of model-provided text (node names, op types, attribute values) is HTML-escaped.
-Sections: summary (costs before/after/delta), numeric errors per output, op histogram with deltas,
-removed / added / changed nodes, and initializer / input / output changes. Empty sections say so.
+The page has inline CSS, an inline script and no external assets, so it can be mailed or attached to a
+CI run and opens from a file. Every piece of model-provided text (node names, op types, attribute
+values) is HTML-escaped. Sections: when both models are given, the two graphs drawn side by side and
+aligned (``ir.graph_view``, ``ir.graph_html``: coloured by what changed, searchable, a click shows a
+node's details); summary (costs before/after/delta), numeric errors per output, op histogram with
+deltas, removed / added / changed nodes, and initializer / input / output changes. Empty sections say
+so. The header names both models by their full paths (``paths``).
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
+from ir import graph_html
 from ir.diff import NodeChange, NodeRef, StructuralDiff, ValueChanges
 
 STYLE = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #1d2330; }
+body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em 2em; color: #1d2330; }
 h1 { font-size: 1.5em; margin-bottom: .2em; }
 h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #d5d9e0; }
 table { border-collapse: collapse; margin: .5em 0; }
@@ -54,11 +58,23 @@ def render_html(
     numeric: Mapping[str, Mapping] | None = None,
     title: str = "Model diff",
     labels: tuple[str, str] = ("before", "after"),
+    *,
+    models: tuple | None = None,
+    paths: tuple[str, str] | None = None,
 ) -> str:
+    """``models`` (a, b): draw both graphs; ``paths``: the models' full paths, shown in the header."""
     before, after = labels
-    parts = [
-        f"<h1>{_esc(title)}</h1>",
-        f"<p>{_esc(_verdict(diff))}</p>",
+    parts = [f"<h1>{_esc(title)}</h1>"]
+    if paths is not None:
+        parts.append(f"<p>{_esc(before)}: <code>{_esc(paths[0])}</code><br>{_esc(after)}: <code>{_esc(paths[1])}</code></p>")
+    parts.append(f"<p>{_esc(_verdict(diff))}</p>")
+    if models is not None:
+        from ir.graph_view import diff_view
+
+        view = diff_view(models[0], models[1], diff)
+        side_labels = tuple(f"{label}: {_basename(path)}" for label, path in zip(labels, paths)) if paths else labels
+        parts += ["<h2>Graphs</h2>", graph_html.render_graph(view, side_labels)]
+    parts += [
         "<h2>Summary</h2>",
         _summary_table(diff, before, after),
     ]
@@ -77,10 +93,25 @@ def render_html(
     named_values = {"Initializers": diff.initializers, "Graph inputs": diff.inputs, "Graph outputs": diff.outputs}
     for heading, changes in named_values.items():
         parts += [f"<h2>{heading}</h2>", _value_changes_table(changes)]
-    body = "\n".join(parts)
+    return page(title, "\n".join(parts))
+
+
+def _basename(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def diff_title(paths: tuple[str, str], after=None) -> str:
+    """``A -> B`` by full paths, with the pipeline between them when B records one."""
+    pipeline = after.metadata_props.get("graphpress.pipeline") if after is not None else None
+    middle = f" -> {pipeline} ->" if pipeline else " vs"
+    return f"{paths[0]}{middle} {paths[1]}"
+
+
+def page(title: str, body: str) -> str:
+    """A whole HTML document around ``body`` (already HTML), with the shared style."""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<title>{_esc(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+        f"<title>{_esc(title)}</title>\n<style>{STYLE}{graph_html.STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
     )
 
 

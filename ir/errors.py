@@ -39,5 +39,9 @@ class PassFailedError(GraphpressError):
         self.pass_name = pass_name
 
 
+class BudgetError(GraphpressError):
+    """A lossy pipeline's output error broke the user's budget (``--min-sqnr``)."""
+
+
 class BackendError(GraphpressError):
     """A target could not be compiled or is not supported."""

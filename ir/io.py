@@ -122,6 +122,7 @@ def save(model: ir.Model, path: str | os.PathLike, *, external: bool | None = No
     if external is None:
         external = tensor_bytes(model) >= EXTERNAL_THRESHOLD
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.fchmod(fd, default_file_mode())  # mkstemp makes it 0600; the output should follow the umask
     os.close(fd)
     data_name = f"{path.name}.data"
     tmp_data = folder / f".{data_name}.tmp"
@@ -141,6 +142,28 @@ def save(model: ir.Model, path: str | os.PathLike, *, external: bool | None = No
         for leftover in (Path(tmp), tmp_data):
             if leftover.exists():
                 leftover.unlink()
+    return path
+
+
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (0644 under umask 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically (temporary file in the same folder, then rename), umask mode."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, default_file_mode())
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

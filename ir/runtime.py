@@ -114,33 +114,6 @@ def generate_inputs(model: ir.Model, *, seed: int = 0, fill_dims: Mapping[str, i
     return feeds
 
 
-def compare(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Max absolute error and max error relative to each output's largest magnitude, over all outputs."""
-    max_abs, max_rel = 0.0, 0.0
-    for name, ref in reference.items():
-        if name not in actual:
-            return {"max_abs": float("inf"), "max_rel": float("inf"), "missing": name}
-        got = actual[name]
-        if ref.shape != got.shape:
-            return {"max_abs": float("inf"), "max_rel": float("inf"), "shape_mismatch": name}
-        if ref.size == 0:
-            continue
-        if ref.dtype.kind not in "fc":
-            err = float(np.max(ref != got))
-            max_abs, max_rel = max(max_abs, err), max(max_rel, err)
-            continue
-        ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
-        both_nan = np.isnan(ref64) & np.isnan(got64)
-        diff = np.where(both_nan, 0.0, np.abs(ref64 - got64))
-        same_inf = np.isinf(ref64) & (ref64 == got64)
-        diff = np.where(same_inf, 0.0, diff)
-        err = float(np.nanmax(np.where(np.isnan(diff), np.inf, diff)))
-        finite = ref64[np.isfinite(ref64)]
-        scale = max(float(np.max(np.abs(finite))) if finite.size else 0.0, 1e-12)
-        max_abs, max_rel = max(max_abs, err), max(max_rel, err / scale)
-    return {"max_abs": max_abs, "max_rel": max_rel}
-
-
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:300]

@@ -12,6 +12,18 @@ A pass is an ``onnx_ir`` in-place pass. Subclasses set:
 
 Passes count what they did in ``self.stats`` (a Counter shown in the report) and record nodes they
 left alone on purpose with ``self.note(...)`` (e.g. an op from an unknown custom domain).
+
+Lossy passes also hand the report what they did layer by layer (the pass manager copies these into
+the pass's record; ``report.md`` and ``report.json`` show them per pass):
+
+- ``self.layers``: one row per changed layer (``layer_row``): ``layer`` (node name), ``op``,
+  ``action`` (short text: "int8", "pruned 16/64 channels"), ``params_before``, ``params_after``,
+  ``macs_before``, ``macs_after``, optionally ``sqnr_db`` (that layer's error on held-back feeds)
+  and any pass-specific keys;
+- ``self.skipped``: ``(layer, reason)`` for layers left alone on purpose;
+- ``self.fidelity``: the pass's own measured output error on held-back feeds, as returned by
+  ``ir.fidelity.measure`` (``max_abs``, ``max_rel``, ``sqnr_db``, ``cosine``, optional
+  ``top1_agreement``, ``feeds``), or None when it measured none.
 """
 
 from __future__ import annotations
@@ -50,6 +62,16 @@ class Pass(ir.passes.InPlacePass):
         self.stats: Counter[str] = Counter()
         self.notes: list[str] = []
         self.context: Any = None  # set by the pass manager: input shapes, calibration data
+        self.layers: list[dict[str, Any]] = []
+        self.skipped: list[tuple[str, str]] = []
+        self.fidelity: dict[str, float] | None = None
+
+    def clear_report(self) -> None:
+        """Forget the statistics and the layer report of an earlier run (the manager calls this)."""
+        self.stats.clear()
+        self.layers = []
+        self.skipped = []
+        self.fidelity = None
 
     def note(self, message: str) -> None:
         if message not in self.notes:
@@ -210,6 +232,25 @@ def option_docs(cls: type[Pass]) -> list[tuple[str, str, str, str]]:
         default = "" if field.default is dataclasses.MISSING else format_value(field.default)
         rows.append((field.name, type_text, default, field.metadata.get("doc", "")))
     return rows
+
+
+def layer_costs(model: ir.Model, *, infer_shapes: bool = True) -> dict[ir.Node, tuple[int, int]]:
+    """(params, MACs) of every main-graph node, for the rows of ``Pass.layers`` (unknown MACs count 0)."""
+    from ir import cost  # noqa: PLC0415 - only lossy passes need it
+
+    summary = cost.analyze(model, infer_shapes=infer_shapes)
+    return {node: (entry.params, entry.macs or 0) for node, entry in zip(model.graph, summary.per_node)}
+
+
+def layer_name(node: ir.Node) -> str:
+    return node.name or (node.outputs[0].name if node.outputs else node.op_type)
+
+
+def layer_row(node: ir.Node, action: str, before: tuple[int, int], after: tuple[int, int] | None = None, **extra: Any) -> dict[str, Any]:
+    """One row of ``Pass.layers``: ``before``/``after`` are (params, MACs); ``after`` defaults to ``before``."""
+    after = before if after is None else after
+    return {"layer": layer_name(node), "op": node.op_type, "action": action, "params_before": int(before[0]), "params_after": int(after[0]),
+            "macs_before": int(before[1]), "macs_after": int(after[1]), **extra}
 
 
 def is_standard_domain(node: ir.Node) -> bool:

@@ -10,6 +10,10 @@ Rules:
 - A pass that raises, breaks structure or breaks equivalence is rolled back (the model before it is
   restored) and named in its record; with ``strict=True`` (or ``verify="off"``, which keeps no copy to
   roll back to) the run stops with ``PassFailedError``.
+- Each pass run has a record: timing, whether it changed the model, its verification, statistics and
+  notes, and what a lossy pass reported (``Pass.layers``, ``Pass.skipped``, ``Pass.fidelity``:
+  ``PassRecord.layers``, ``.skipped`` as ``{"layer", "reason"}`` entries, ``.fidelity``), cleared
+  before every run of the pass.
 - The pipeline string is recorded in the output model's metadata under ``graphpress.pipeline``.
 """
 
@@ -55,6 +59,11 @@ class PassRecord:
     notes: list[str] = dataclasses.field(default_factory=list)
     before: dict[str, int] | None = None
     after: dict[str, int] | None = None
+    # What a lossy pass reports (``Pass.layers``, ``Pass.skipped``, ``Pass.fidelity``).
+    layers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    fidelity: dict[str, float] | None = None
+    attribution: dict | None = None  # passes.attribution: own / cumulative error, per-layer table
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -152,7 +161,7 @@ class PassManager:
     def _run_pass(self, step: PassStep, model: ir.Model, iteration: int) -> tuple[ir.Model, PassRecord]:
         pass_ = step.instance
         pass_.context = self.context
-        pass_.stats.clear()
+        pass_.clear_report()
         # Without verification there is nothing to roll back to: a failure stops the run instead.
         snapshot = io.to_proto(model) if self.verify != "off" else None
         for instrument in self.instruments:
@@ -174,6 +183,9 @@ class PassManager:
             record.verify_seconds = time.perf_counter() - verify_started
         record.stats = dict(pass_.stats)
         record.notes = list(pass_.notes)
+        record.layers = [dict(row) for row in pass_.layers]
+        record.skipped = [{"layer": layer, "reason": reason} for layer, reason in pass_.skipped]
+        record.fidelity = dict(pass_.fidelity) if pass_.fidelity else None
         if failure is not None:
             record.rolled_back = True
             if snapshot is None:

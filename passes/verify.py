@@ -7,8 +7,8 @@ Structural checks, always:
 - the onnx checker accepts the model (skipped for models whose weights exceed protobuf's 2 GB limit).
 
 Numerical check, for passes that promise equivalence: the model's outputs on fixed feeds are compared
-with the pipeline input's outputs, computed once with ONNX Runtime. The relative error is the largest
-absolute difference divided by each output's largest magnitude; the check passes when it is at most
+with the pipeline input's outputs, computed once with ONNX Runtime (``ir.fidelity.compare``). The
+relative error is the largest absolute difference divided by each output's largest magnitude; the check passes when it is at most
 ``tolerance``, or when the absolute difference is at most ``atol`` (float32 rounding in a rewritten
 layer can exceed ``tolerance`` on an output whose values are all tiny, e.g. a sigmoid map near zero).
 """
@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from ir import io, runtime
+from ir import fidelity, io, runtime
 from ir.errors import InvalidModelError
 
 
@@ -101,7 +101,7 @@ class NumericReference:
         sess = runtime.session(model)
         worst = {"max_abs": 0.0, "max_rel": 0.0}
         for feed, reference in zip(self.feeds, self.outputs):
-            error = runtime.compare(reference, runtime.run(sess, feed))
+            error = fidelity.compare(reference, runtime.run(sess, feed))
             if "missing" in error or "shape_mismatch" in error:
                 return error
             worst = {k: max(worst[k], error[k]) for k in worst}

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto
@@ -91,7 +92,7 @@ def test_no_traceback_without_debug_and_one_with_it(tmp_path):
 def test_optimize_writes_model_and_reports(tmp_path, tiny_model_path):
     out = tmp_path / "out"
     assert run_cli("optimize", tiny_model_path, "-o", out) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md", "tiny.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md", "tiny.onnx"]
     report = json.loads((out / "report.json").read_text())
     assert report["pipeline"] == "fold"
     assert report["before"]["nodes"] == 3 and report["after"]["nodes"] == 2
@@ -140,7 +141,35 @@ def test_diff_reports_the_removed_identity(tmp_path, tiny_model_path, capsys):
     assert run_cli("diff", tiny_model_path, tmp_path / "out" / "tiny.onnx", "--json", "--html", page) == 0
     data = json.loads(capsys.readouterr().out)
     assert "Identity" in json.dumps(data["structural"])
-    assert page.read_text().lstrip().lower().startswith("<!doctype html")
+    text = page.read_text()
+    assert text.lstrip().lower().startswith("<!doctype html")
+    # Both models by full path, with the pipeline between them, and both graphs drawn.
+    assert f"<title>{tiny_model_path} -&gt; fold -&gt; {tmp_path / 'out' / 'tiny.onnx'}</title>" in text
+    assert '<g class="n removed"' in text and 'id="graph-data"' in text
+
+
+def test_outputs_follow_the_umask(tmp_path, tiny_model_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        assert run_cli("optimize", tiny_model_path, "-o", tmp_path / "out") == 0
+        assert run_cli("diff", tiny_model_path, tmp_path / "out" / "tiny.onnx", "--no-numeric", "--html", tmp_path / "d.html") == 0
+        assert run_cli("inspect", tiny_model_path, "--html", tmp_path / "i.html") == 0
+    finally:
+        os.umask(old)
+    for path in [*(tmp_path / "out").iterdir(), tmp_path / "d.html", tmp_path / "i.html"]:
+        assert oct(path.stat().st_mode & 0o777) == oct(0o644), path
+
+
+def test_inspect_names_input_and_output_types_alike_and_writes_a_page(tmp_path, tiny_model_path, capsys):
+    page = tmp_path / "inspect.html"
+    assert run_cli("inspect", tiny_model_path, "--json", "--html", page) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["inputs"]["x"]["dtype"] == "float32"
+    assert {info["dtype"] for info in data["outputs"].values()} == {"float32"}
+    text = page.read_text()
+    assert f"<h1>{tiny_model_path}</h1>" in text and "Where the MACs are" in text
 
 
 def test_list_shows_every_fold_pass(capsys):
@@ -155,3 +184,83 @@ def test_inspect_groups_lists_channel_groups_with_reasons(tiny_model_path, capsy
     assert run_cli("inspect", tiny_model_path, "--groups", "--json") == 0
     groups = json.loads(capsys.readouterr().out)["groups"]
     assert any(not g["prunable"] and "graph input 'x'" in g["reasons"] for g in groups)
+
+
+def test_a_lossy_pipeline_breaking_min_sqnr_exits_1_names_pass_and_layers_and_writes_nothing(tmp_path, tiny_model_path, capsys):
+    out = tmp_path / "out"
+    assert run_cli("optimize", tiny_model_path, "--passes", "fold,quantize", "--min-sqnr", "80", "-o", out) == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: output SQNR") and "below --min-sqnr 80 dB" in last
+    assert "pass 'quantize' costs most" in last and "of the noise" in last and "nothing was written" in last
+    assert not out.exists()
+
+
+def test_a_lossy_pipeline_within_min_sqnr_writes_the_attribution_and_says_loudly_it_used_random_inputs(tmp_path, tiny_model_path, capsys):
+    out = tmp_path / "out"
+    assert run_cli("optimize", tiny_model_path, "--passes", "fold,quantize", "--min-sqnr", "20", "-o", out) == 0
+    captured = capsys.readouterr()
+    assert "WARNING: LOSSY RESULT MEASURED ON RANDOM INPUTS" in captured.err
+    assert "measured on random inputs" in captured.out
+    report = json.loads((out / "report.json").read_text())
+    attribution = report["error_attribution"]
+    assert attribution["random_inputs"] is True and 20 <= attribution["final"]["sqnr_db"] < 80
+    quantize = next(p for p in report["passes"] if p["name"] == "quantize")
+    assert quantize["attribution"]["own"]["sqnr_db"] == pytest.approx(attribution["final"]["sqnr_db"])
+    assert [row["op"] for row in attribution["passes"][0]["layers"]][0] == "Conv"  # the weights' noise comes first
+    markdown = (out / "report.md").read_text()
+    assert markdown.splitlines()[2].startswith("> **WARNING: LOSSY RESULT MEASURED ON RANDOM INPUTS")
+    assert "## Where the error comes from" in markdown and "lossy: own SQNR" in markdown
+    page = (out / "report.html").read_text()
+    assert '<svg class="tradeoff"' in page and '<svg class="bars"' in page and "WARNING: LOSSY RESULT" in page
+
+
+def test_min_sqnr_needs_verification(tmp_path, tiny_model_path, capsys):
+    assert run_cli("optimize", tiny_model_path, "--passes", "quantize", "--min-sqnr", "20", "--verify", "off", "-o", tmp_path / "o") == 2
+    assert "--min-sqnr needs the outputs measured" in capsys.readouterr().err
+
+
+def test_an_unchecked_arm_library_says_how_to_get_the_check(tmp_path, capsys):
+    from passes.app.commands import _print_summary
+
+    totals = {"nodes": 2, "params": 4, "macs": 8, "weight_bytes": 16, "stored_weight_bytes": 16}
+    note = "check skipped: cannot run aarch64 code here (missing qemu-aarch64-static (Debian qemu-user-static; run tools/setup_arm.sh))"
+    report = {"pipeline": "fold", "before": totals, "after": totals, "passes": [], "rolled_back": [],
+              "verification": {"final_error": None, "inputs": "none"},
+              "targets": [{"target": "arm-a72", "compiled": True, "artifacts": [{"role": "library", "path": "m.so"}], "notes": [note]}]}
+    _print_summary(report, tmp_path)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "arm-a72: NOT checked against ONNX Runtime" in out and "bash tools/setup_arm.sh" in out
+
+
+CONV_CHAIN = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,4,6,6] x) => (float[1,4,6,6] y) {
+    a = Conv <pads = [1,1,1,1]> (x, w1)
+    r = Relu(a)
+    y = Conv <pads = [1,1,1,1]> (r, w2)
+}
+"""
+
+
+def test_a_lossy_pass_reports_each_layer_what_it_skipped_and_its_measured_error(tmp_path):
+    proto = onnx.parser.parse_model(CONV_CHAIN)
+    rng = np.random.default_rng(0)
+    for name, shape in (("w1", (16, 4, 3, 3)), ("w2", (4, 16, 3, 3))):
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name))
+    onnx.save(proto, tmp_path / "chain.onnx")
+    out = tmp_path / "out"
+    pipeline = "prune{ratio=0.5,round=1,reconstruct=false,calib=2,holdout=2}"
+    assert run_cli("optimize", tmp_path / "chain.onnx", "-o", out, "--passes", pipeline) == 0
+    record = json.loads((out / "report.json").read_text())["passes"][0]
+    rows = {row["layer"]: row for row in record["layers"]}
+    assert rows["a"]["action"] == "pruned 8/16 output channels"
+    assert (rows["a"]["params_before"], rows["a"]["params_after"]) == (16 * 4 * 9, 8 * 4 * 9)
+    assert (rows["a"]["macs_before"], rows["a"]["macs_after"]) == (16 * 4 * 9 * 36, 8 * 4 * 9 * 36)
+    assert rows["y"]["action"] == "pruned 8/16 input channels" and rows["y"]["params_after"] == 4 * 8 * 9
+    assert [entry["layer"] for entry in record["skipped"]] == ["Conv -> 'y'"]  # its channels are the graph output
+    assert record["fidelity"]["feeds"] == 2 and 0 < record["fidelity"]["cosine"] < 1
+    markdown = (out / "report.md").read_text()
+    assert f"### `{pipeline}`" in markdown
+    assert "| `a` | Conv | pruned 8/16 output channels | 576 | 288 | 20,736 | 10,368 |" in markdown
+    assert "- `Conv -> 'y'`: " in markdown and "measured output error on 2 feeds" in markdown

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ir import io, runtime, shapes
+from ir import fidelity, io, runtime, shapes
 from ir.errors import BackendError
 from models import zoo
 from passes.manager import PassManager
@@ -64,7 +64,7 @@ def test_fold_matches_onnx_runtime_within_1e4(name):
     assert not result.failures, [f.failure for f in result.failures]
     assert len(result.model.graph) < original_nodes
     for feed, expected in zip(feeds, reference):
-        error = runtime.compare(expected, runtime.run(result.model, feed))
+        error = fidelity.compare(expected, runtime.run(result.model, feed))
         assert error["max_rel"] <= 1e-4, error
 
 

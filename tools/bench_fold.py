@@ -72,7 +72,7 @@ OCR_TASKS = {"ppocr-det": "det", "ppocr-rec": "rec", "ppocr-cls": "cls"}
 
 def agreement(name: str, original: Path, optimized: Path) -> float:
     """Max relative output error on two inputs: rendered text images for the OCR models, noise otherwise."""
-    from ir import io, runtime
+    from ir import fidelity, io, runtime
 
     model = io.load(original)
     if name in OCR_TASKS:
@@ -82,7 +82,7 @@ def agreement(name: str, original: Path, optimized: Path) -> float:
     else:
         feeds = [runtime.generate_inputs(model, seed=s) for s in range(2)]
     other = io.load(optimized)
-    return max(runtime.compare(runtime.run(model, f), runtime.run(other, f))["max_rel"] for f in feeds)
+    return max(fidelity.compare(runtime.run(model, f), runtime.run(other, f))["max_rel"] for f in feeds)
 
 
 def prepare(name: str, folder: Path) -> Path:

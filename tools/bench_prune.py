@@ -45,7 +45,6 @@ def load(name: str):
         return builders.build(name)
     model = io.load(zoo.model_path(name))
     shapes.fix_input_shapes(model, zoo.default_input_shapes(name))
-    import passes.fold  # noqa: F401  (registers fold-constants)
     from passes.base import create
 
     # PP-OCR computes Reshape targets from Shape: unfolded, the cost model misses the attention
@@ -100,7 +99,6 @@ def accuracy(name: str, model, n: int) -> float | None:
 
 
 def run_pass(name, base, base_run, cal, feed, pass_name, options, args) -> dict:
-    import passes.prune  # noqa: F401
     from ir import cost, io
     from passes.base import create
     from passes.manager import PassContext

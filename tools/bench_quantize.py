@@ -99,8 +99,6 @@ def _child(job: dict, queue) -> None:
             from ir import io
             from passes.calibration import Calibration
             from passes.manager import PassContext, PassManager
-            import passes.cluster  # noqa: F401
-            import passes.quantize  # noqa: F401
 
             context = PassContext(calibration=Calibration.from_iterable(feeds))
             result = PassManager(job["pipeline"], verify="off", context=context).run(io.load(job["source"]))

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-ORDER = ["bench_fold.md", "bench_scale.md", "bench_prune.md", "bench_prune_latency.md", "bench_prune_refit.md", "bench_quantize.md", "bench_tvm.md", "bench_cuda.md"]
+ORDER = ["bench_fold.md", "bench_scale.md", "bench_prune.md", "bench_prune_latency.md", "bench_prune_refit.md", "bench_quantize.md", "bench_tvm.md", "bench_cuda.md", "bench_pages.md"]
 
 
 def main() -> int:

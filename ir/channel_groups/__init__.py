@@ -14,12 +14,12 @@ import onnx_ir as ir
 
 from ir import shapes
 from ir.channel_groups.analysis import ChannelAnalysis, analyze_model, node_label
-from ir.channel_groups.constants import constant_array, is_constant, static_shape
+from ir.constants import weight_array, is_weight, static_shape
 from ir.channel_groups.model import Action, Group, Layout, Segment, kept_fraction, kept_indices
 
 __all__ = [
-    "Action", "ChannelAnalysis", "Group", "Layout", "Segment", "analyze", "constant_array", "describe_groups",
-    "invalidate", "is_constant", "kept_fraction", "kept_indices", "node_label", "static_shape",
+    "Action", "ChannelAnalysis", "Group", "Layout", "Segment", "analyze", "weight_array", "describe_groups",
+    "invalidate", "is_weight", "kept_fraction", "kept_indices", "node_label", "static_shape",
 ]
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

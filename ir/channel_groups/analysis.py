@@ -39,7 +39,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ir.channel_groups import offsets
-from ir.channel_groups.constants import constant_array, is_constant, static_shape
+from ir.constants import weight_array, is_weight, static_shape
 from ir.channel_groups.model import Action, Group, Layout, Segment
 
 PASS_THROUGH = frozenset({
@@ -241,7 +241,7 @@ class _Rules:
         if layout.axis != 1 or layout.block != 1:
             return self.refuse(f"{self.label} normalizes along axis 1, not the tracked channel axis")
         count = NORMALIZATIONS[self.op]
-        if not all(is_constant(v) for v in self.node.inputs[1:count]):
+        if not all(is_weight(v) for v in self.node.inputs[1:count]):
             return self.refuse(f"{self.label} has non-constant parameters")
         for index in range(1, min(count, len(self.node.inputs))):
             self.action("constant", layout, index, 0)
@@ -252,8 +252,8 @@ class _Rules:
         if layout is None:
             return
         node = self.node
-        scales = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
-        sizes = constant_array(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
+        scales = weight_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+        sizes = weight_array(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
         if scales is not None and scales.size and scales.size > layout.axis and scales[layout.axis] == 1:
             return self.set_output(layout)
         if sizes is not None and sizes.size > layout.axis and layout.block == 1:
@@ -267,7 +267,7 @@ class _Rules:
         layout = self.data()
         if layout is None:
             return
-        pads = constant_array(self.node.inputs[1]) if len(self.node.inputs) > 1 else None
+        pads = weight_array(self.node.inputs[1]) if len(self.node.inputs) > 1 else None
         if pads is None:
             pads = self.int_list("pads")
         rank = self.rank()
@@ -312,7 +312,7 @@ class _Rules:
         if self.op.startswith("Arg"):
             axes = [self.node.attributes.get_int("axis", 0)]
         if axes is None and len(self.node.inputs) > 1 and self.node.inputs[1] is not None:
-            array = constant_array(self.node.inputs[1])
+            array = weight_array(self.node.inputs[1])
             axes = None if array is None else [int(x) for x in array.reshape(-1)]
         if rank is None or axes is None or layout.axis in {a % rank for a in axes}:
             return self.refuse(f"{self.label} reduces over the channel axis")
@@ -330,7 +330,7 @@ class _Rules:
         for index, other in self.tracked:
             if index != 0:
                 self.a.block(other, f"used as a weight of {self.label}")
-        if weight is None or not all(is_constant(v) for v in node.inputs[1:] if v is not None) or out_dims is None:
+        if weight is None or not all(is_weight(v) for v in node.inputs[1:] if v is not None) or out_dims is None:
             self.refuse(f"{self.label} has a non-constant weight or unknown shapes")
             return self._blocked_output(weight[0] if weight else None, "non-constant weight or unknown shape")
         if layout is not None and (layout.axis != 1 or layout.block != 1):
@@ -384,7 +384,7 @@ class _Rules:
         layout = self.a.layouts.get(node.inputs[0])
         weight = static_shape(node.inputs[1])
         group = node.attributes.get_int("group", 1)
-        if weight is None or not all(is_constant(v) for v in node.inputs[1:] if v is not None) or group != 1:
+        if weight is None or not all(is_weight(v) for v in node.inputs[1:] if v is not None) or group != 1:
             reason = f"{self.label}: grouped or non-constant weight"
             self.refuse(reason)
             return self._blocked_output(None, reason)
@@ -403,7 +403,7 @@ class _Rules:
     def _Gemm(self) -> None:
         node = self.node
         layout = self.a.layouts.get(node.inputs[0])
-        weight = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+        weight = weight_array(node.inputs[1]) if len(node.inputs) > 1 else None
         trans_b = node.attributes.get_int("transB", 0)
         for index, other in self.tracked:
             if index != 0:
@@ -418,7 +418,7 @@ class _Rules:
                 self.action("input", layout, 1, 1 if trans_b else 0)
         features = weight.shape[0] if trans_b else weight.shape[1]
         bias = node.inputs[2] if len(node.inputs) > 2 else None
-        if bias is not None and not is_constant(bias):
+        if bias is not None and not is_weight(bias):
             return self._blocked_output(features, "non-constant bias")
         space = self.a.new_space(features, self.label)
         out = Layout(1, (Segment(space, features),))
@@ -430,8 +430,8 @@ class _Rules:
         a_layout = self.a.layouts.get(node.inputs[0])
         b_layout = self.a.layouts.get(node.inputs[1])
         a_rank, out_dims = self.rank(0), static_shape(node.outputs[0])
-        weight = static_shape(node.inputs[1]) if is_constant(node.inputs[1]) else None
-        if weight is None and not is_constant(node.inputs[1]) and self._batched_matmul(a_layout, b_layout, out_dims):
+        weight = static_shape(node.inputs[1]) if is_weight(node.inputs[1]) else None
+        if weight is None and not is_weight(node.inputs[1]) and self._batched_matmul(a_layout, b_layout, out_dims):
             return
         if weight is None or len(weight) != 2 or b_layout is not None or a_rank is None or a_rank < 2 or out_dims is None:
             reason = f"contracted by {self.label} of two activations (attention)"
@@ -481,7 +481,7 @@ class _Rules:
             own_axis = axis - (rank - len(dims))
             if own_axis < 0 or dims[own_axis] == 1:
                 continue
-            if not is_constant(value):
+            if not is_weight(value):
                 return self.refuse(f"{self.label} combines it with untracked channels")
             self.action("constant", first, index, own_axis)
         self.set_output(first.moved(axis))
@@ -525,21 +525,16 @@ class _Rules:
         self.set_output(layout.moved(perm.index(layout.axis)))
 
     def _Squeeze(self) -> None:
-        self._squeeze(unsqueeze=False)
+        self._static_reshape()
 
     def _Unsqueeze(self) -> None:
-        self._squeeze(unsqueeze=True)
-
-    def _squeeze(self, unsqueeze: bool) -> None:
-        layout = self.data()
-        if layout is None:
-            return
-        in_dims, out_dims = static_shape(self.node.inputs[0]), static_shape(self.node.outputs[0])
-        if in_dims is None or out_dims is None:
-            return self.refuse(f"{self.label} has unknown shapes")
-        self._reshape_like(layout, in_dims, out_dims, rewrite_index=None)
+        self._static_reshape()
 
     def _Flatten(self) -> None:
+        self._static_reshape()
+
+    def _static_reshape(self) -> None:
+        """An op that only regroups dimensions, its output shape known: follow the channel axis like a Reshape."""
         layout = self.data()
         if layout is None:
             return
@@ -553,7 +548,7 @@ class _Rules:
         if layout is None:
             return
         in_dims, out_dims = static_shape(self.node.inputs[0]), static_shape(self.node.outputs[0])
-        if in_dims is None or out_dims is None or not is_constant(self.node.inputs[1]):
+        if in_dims is None or out_dims is None or not is_weight(self.node.inputs[1]):
             return self.refuse(f"{self.label} has a computed target shape")
         self._reshape_like(layout, in_dims, out_dims, rewrite_index=1)
 
@@ -568,7 +563,7 @@ class _Rules:
                 if after == factor * int(np.prod(out_dims[axis + 1 :])):
                     new = Layout(axis, layout.segments, layout.block * factor)
                     if rewrite_index is not None:
-                        target = constant_array(self.node.inputs[rewrite_index]).reshape(-1)
+                        target = weight_array(self.node.inputs[rewrite_index]).reshape(-1)
                         if target[axis] not in (0, -1):
                             self.action("shape", new, rewrite_index, axis)
                         elif target[axis] == 0 and axis != layout.axis:
@@ -590,7 +585,7 @@ class _Rules:
         for axis in range(len(out_dims) - 1):
             heads, size = out_dims[axis], out_dims[axis + 1]
             if prefix == before and heads * size == in_dims[layout.axis] and int(np.prod(out_dims[axis + 2 :])) == after:
-                target = constant_array(self.node.inputs[rewrite_index]).reshape(-1)
+                target = weight_array(self.node.inputs[rewrite_index]).reshape(-1)
                 if heads < 2 or size < 2 or len(spaces) != 1 or layout.block != 1 or target[axis] in (0, -1):
                     return False
                 if not self.a.coarsen(layout.segments[0].space, size):
@@ -614,7 +609,7 @@ class _Rules:
             for index in range(len(self.node.outputs)):
                 self.set_output(layout, index)
             return
-        sizes = constant_array(self.node.inputs[1]) if len(self.node.inputs) > 1 and self.node.inputs[1] is not None else None
+        sizes = weight_array(self.node.inputs[1]) if len(self.node.inputs) > 1 and self.node.inputs[1] is not None else None
         if sizes is None or layout.block != 1:
             # Sizes in an attribute (opset < 13) or implied equal parts cannot be rewritten per piece.
             return self.refuse(f"{self.label} splits the channel axis without a constant split input")
@@ -634,7 +629,7 @@ class _Rules:
         rank = self.rank()
         if layout is None:
             return
-        inputs = [constant_array(v) if v is not None else None for v in self.node.inputs[1:5]] + [None] * 4
+        inputs = [weight_array(v) if v is not None else None for v in self.node.inputs[1:5]] + [None] * 4
         starts, ends, axes, steps = inputs[:4]
         if len(self.node.inputs) < 3 or starts is None or ends is None or (axes is None and len(self.node.inputs) > 3 and self.node.inputs[3] is not None):
             return self.refuse(f"{self.label} slices with computed or attribute offsets")

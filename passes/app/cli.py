@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--tolerance", type=float, default=1e-4, help="largest relative output error a lossless pass may introduce")
     optimize.add_argument("--atol", type=float, default=1e-6, help="absolute output error always accepted (for outputs whose values are all tiny)")
     optimize.add_argument("--strict", action="store_true", help="fail instead of rolling back a pass that breaks the model")
+    optimize.add_argument("--min-sqnr", type=float, metavar="DB", help="fail (exit 1, write nothing) when a lossy pipeline's output SQNR is below DB")
     optimize.add_argument("--dump-dir", help="write the model after every pass that changed it into this folder")
 
     inspect = commands.add_parser("inspect", help="op histogram, inputs/outputs, params, MACs, per-layer table")
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true")
     inspect.add_argument("--layers", type=int, default=30, help="rows of the per-layer table (0: all)")
     inspect.add_argument("--groups", action="store_true", help="show the channel dependency groups that pruning works on")
+    inspect.add_argument("--html", metavar="FILE", help="write a self-contained HTML page: the graph, where the MACs and weights are")
 
     diff = commands.add_parser("diff", help="what changed between two models")
     diff.add_argument("a")

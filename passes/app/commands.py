@@ -9,6 +9,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 from rich.table import Table
 
 from ir import io, shapes
@@ -36,28 +37,37 @@ def _writable_output_dir(path: Path) -> Path:
 def run_optimize(args) -> int:
     from passes import calibration, instruments, pipeline
     from passes.manager import PassContext, PassManager
+    from passes.app import attribution_report
     from passes.app.report import build_report, write_json, write_markdown
+    from passes.app.report_html import render_report_html
+    from passes.attribution import AttributionInstrument, held_back_feeds
     from passes.verify import check_structure
 
     # Validate every argument before touching the model or the disk.
     pipe = pipeline.parse(args.passes)
-    build_options = _build_options(args) if args.target else None
+    targets_given, build_options = _build_options(args) if args.target else ({}, None)
     out_dir = _writable_output_dir(Path(args.output) if args.output else default_output_dir(args.model))
     preprocess = calibration.ImagePreprocess.parse(args.calib_preprocess) if args.calib_preprocess else None
     model, fixed = _load_with_shapes(args.model, args.input_shape)
     check_structure(model)
 
+    lossy = any(not p.lossless for p in pipe.passes())
+    if args.min_sqnr is not None and args.verify == "off":
+        raise UsageError("--min-sqnr needs the outputs measured: drop --verify off")
     warnings_list: list[str] = []
     if args.calib:
         calib = calibration.Calibration.from_path(args.calib, model, preprocess=preprocess, limit=args.calib_limit)
     else:
         calib = calibration.Calibration.generated_for(model)
-    if calib.generated:
+    if calib.generated and lossy:
+        warnings_list.append(attribution_report.RANDOM_INPUTS_WARNING)
+        errors.print(f"[bold red]WARNING: {attribution_report.RANDOM_INPUTS_WARNING}[/bold red]", highlight=False)
+    elif calib.generated:
         message = "no calibration data given (--calib): verifying on generated random inputs"
-        if any(not p.lossless for p in pipe.passes()):
-            message += "; lossy passes measured on random data say little about real accuracy"
         warnings_list.append(message)
         errors.print(f"[yellow]warning:[/yellow] {message}")
+    verify_feeds, verify_source = held_back_feeds(calib) if lossy else (calib.take(4), calib.source)
+    attribution = AttributionInstrument(verify_feeds) if lossy and args.verify != "off" else None
     symbolic = shapes.has_symbolic_inputs(model)
     if symbolic:
         warnings_list.append(f"inputs with symbolic dimensions: {', '.join(symbolic)}; fix them with --input-shape to fold shape computations")
@@ -67,23 +77,32 @@ def run_optimize(args) -> int:
         used = [instruments.StatisticsInstrument(), repro, ProgressInstrument()]
         if args.dump_dir:
             used.append(instruments.DumpAfterChange(args.dump_dir))
+        if attribution is not None:
+            used.insert(0, attribution)
         before = instruments.cost_snapshot(model)
         manager = PassManager(
             pipe, instruments=used, verify=args.verify, strict=args.strict, tolerance=args.tolerance, atol=args.atol,
-            feeds=calib.take(4), feeds_source=calib.source, context=PassContext(fixed, calib),
+            feeds=verify_feeds, feeds_source=verify_source, context=PassContext(fixed, calib),
         )
         with console.status("running passes") as status:
             used[-1].status = status
             result = manager.run(model)
+        error_attribution = None
+        if attribution is not None:
+            error_attribution = attribution_report.summary(result.records, attribution.final(result.model), verify_source, random_inputs=calib.generated)
+            if args.min_sqnr is not None:
+                attribution_report.check_budget(error_attribution, args.min_sqnr)
         after = instruments.cost_snapshot(result.model)
         stem = Path(args.model).stem
         staged_model = io.save(result.model, Path(scratch) / f"{stem}.onnx")
         targets = None
         if build_options is not None:
-            targets = _build_targets(result.model, args.target, Path(scratch), out_dir, dict(build_options, input_shapes=fixed or None, name=stem))
+            targets = _build_targets(result.model, targets_given, Path(scratch), out_dir, dict(build_options, input_shapes=fixed or None, name=stem))
         report = build_report(result, source=args.model, output=str(out_dir / staged_model.name), before=before, after=after, targets=targets, warnings=warnings_list + result.warnings)
+        report["error_attribution"] = error_attribution
         (Path(scratch) / "report.json").write_text(write_json(report))
         (Path(scratch) / "report.md").write_text(write_markdown(report))
+        (Path(scratch) / "report.html").write_text(render_report_html(report))
         out_dir.mkdir(parents=True, exist_ok=True)
         for produced in Path(scratch).iterdir():
             os.replace(produced, out_dir / produced.name)
@@ -96,35 +115,36 @@ def run_optimize(args) -> int:
     return 0
 
 
-def _build_options(args) -> dict:
-    """Validated options for ``compile_model``, before the model is loaded; the targets parse here too."""
+def _build_options(args) -> tuple[dict, dict]:
+    """(each ``--target`` as typed with its parsed spec, validated options for ``compile_model``),
+    before the model is loaded. The targets are parsed here, once."""
     from backends.base import RemoteDevice
     from backends.target import parse_target
     from backends.tuning import validate_tuning
 
-    for target in args.target:
-        parse_target(target)
+    targets = {text: parse_target(text) for text in args.target}
     if len(set(args.target)) != len(args.target):
         raise UsageError(f"--target given twice: {', '.join(sorted({t for t in args.target if args.target.count(t) > 1}))}")
     validate_tuning(args.tune_trials, args.tune_db)
     if args.measure < 0:
         raise UsageError(f"--measure {args.measure}: expected a number of runs >= 0")
     remote = RemoteDevice.parse(args.rpc) if args.rpc else None
-    return {"tune_trials": args.tune_trials, "tune_db": args.tune_db, "measure_repeat": args.measure, "remote": remote}
+    return targets, {"tune_trials": args.tune_trials, "tune_db": args.tune_db, "measure_repeat": args.measure, "remote": remote}
 
 
-def _build_targets(model, targets: list[str], scratch: Path, out_dir: Path, options: dict) -> list[dict]:
+def _build_targets(model, targets: dict, scratch: Path, out_dir: Path, options: dict) -> list[dict]:
     """Compile for each target; one target writes into the output folder, several into a folder each.
 
     With one target its failure is the command's failure; with several, each target's outcome is
     reported and the command fails at the end if any did. Paths are reported where they will be.
     """
-    from backends.report import build_for_targets, report_dict, TargetReport
-    from backends.tvm_build import compile_model
+    from backends.dispatch import compile_model
+    from backends.report import TargetReport, build_for_targets, report_dict
 
     with _progress(options, f"compiling for {', '.join(targets)} with TVM") as options:
         if len(targets) == 1:
-            reports = [TargetReport(targets[0], scratch, compile_model(model, targets[0], scratch, **options))]
+            [(text, spec)] = targets.items()
+            reports = [TargetReport(text, scratch, compile_model(model, spec, scratch, **options))]
         else:
             reports = build_for_targets(model, targets, scratch, **options)
     moved = [report_dict(r) for r in reports]
@@ -198,20 +218,35 @@ def _print_summary(report: dict, out_dir: Path) -> None:
         if target["compiled"]:
             library = next((a["path"] for a in target["artifacts"] if a["role"] == "library"), "-")
             console.print(f"{target['target']}: {library}")
+            for note in target.get("notes", ()):
+                if note.startswith("check skipped"):  # e.g. ARM without qemu: say how to get the check
+                    hint = " (to check ARM libraries here: bash tools/setup_arm.sh)" if "setup_arm" in note else ""
+                    console.print(f"[yellow]{target['target']}: NOT checked against ONNX Runtime: {note}{hint}[/yellow]", highlight=False)
         else:
             console.print(f"{target['target']}: not compiled: {target['error']}")
-    console.print(f"wrote {out_dir}/ (model, report.md, report.json)")
+    attribution = report.get("error_attribution")
+    if attribution and attribution.get("final"):
+        final = attribution["final"]
+        console.print(f"lossy pipeline: output SQNR {final['sqnr_db']:.1f} dB, cosine {final['cosine']:.4f} on {attribution['measured_on']}")
+        if attribution["random_inputs"]:
+            console.print("[bold red]measured on random inputs: pass --calib for figures that mean something[/bold red]")
+    console.print(f"wrote {out_dir}/ (model, report.md, report.json, report.html)")
 
 
 def run_inspect(args) -> int:
     from ir import cost, runtime
 
+    html_path = _html_destination(args.html)
     model, _ = _load_with_shapes(args.model, args.input_shape)
     summary = cost.analyze(model)
     specs = runtime.input_specs(model)
     data = summary.to_dict()
-    data["inputs"] = {name: {"dtype": str(dtype), "shape": dims} for name, (dtype, dims) in specs.items()}
-    data["outputs"] = {v.name: {"dtype": str(v.dtype), "shape": _dims(v.shape)} for v in model.graph.outputs}
+    data["inputs"] = {name: {"dtype": np.dtype(dtype).name, "shape": dims} for name, (dtype, dims) in specs.items()}
+    data["outputs"] = {v.name: {"dtype": _dtype_name(v.dtype), "shape": _dims(v.shape)} for v in model.graph.outputs}
+    if html_path is not None:
+        from ir.inspect_html import render_model_page
+
+        io.write_text(html_path, render_model_page(model, str(Path(args.model).resolve())))
     if args.groups:
         from ir.channel_groups import describe_groups
 
@@ -250,7 +285,25 @@ def run_inspect(args) -> int:
     console.print(per_layer)
     if args.groups:
         _print_groups(data["groups"])
+    if html_path is not None:
+        console.print(f"wrote {html_path}")
     return 0
+
+
+def _dtype_name(dtype) -> str:
+    """numpy's name (float32), as inputs are printed, for an ONNX element type (FLOAT)."""
+    try:
+        return np.dtype(dtype.numpy()).name
+    except (AttributeError, TypeError, ValueError):
+        return str(dtype)
+
+
+def _html_destination(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    html_path = Path(path)
+    _writable_output_dir(html_path.parent if str(html_path.parent) else Path("."))
+    return html_path
 
 
 def _print_groups(groups: list[dict]) -> None:
@@ -275,9 +328,7 @@ def run_diff(args) -> int:
     a, fixed = _load_with_shapes(args.a, args.input_shape)
     b = io.load(args.b)
     shapes.fix_input_shapes(b, fixed)
-    html_path = Path(args.html) if args.html else None
-    if html_path is not None:
-        _writable_output_dir(html_path.parent if str(html_path.parent) else Path("."))
+    html_path = _html_destination(args.html)
     structural = diff.structural_diff(a, b)
     numeric = None
     if not args.no_numeric:
@@ -287,11 +338,11 @@ def run_diff(args) -> int:
     if html_path is not None:
         from ir.diff_html import render_html
 
-        page = render_html(structural, numeric, title=f"{Path(args.a).name} vs {Path(args.b).name}")
-        fd, tmp = tempfile.mkstemp(dir=html_path.parent or ".", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(page)
-        os.replace(tmp, html_path)
+        from ir.diff_html import diff_title
+
+        paths = (str(Path(args.a).resolve()), str(Path(args.b).resolve()))
+        page = render_html(structural, numeric, title=diff_title(paths, b), models=(a, b), paths=paths)
+        io.write_text(html_path, page)
     if args.json:
         print_json(data)
         return 0

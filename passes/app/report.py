@@ -7,6 +7,8 @@ import platform
 from importlib import metadata
 from typing import Any
 
+from passes.app.attribution_report import RANDOM_INPUTS_WARNING, pass_verdict
+from passes.app.attribution_report import markdown as attribution_markdown
 from passes.manager import RunResult
 
 
@@ -66,9 +68,10 @@ def _change(before: Any, after: Any) -> str:
 
 
 def write_markdown(report: dict[str, Any]) -> str:
-    lines = [
-        "# graphpress optimize report",
-        "",
+    lines = ["# graphpress optimize report", ""]
+    if (report.get("error_attribution") or {}).get("random_inputs"):
+        lines += [f"> **WARNING: {RANDOM_INPUTS_WARNING}.**", ""]
+    lines += [
         f"- input: `{report['input']}`",
         f"- output: `{report['output']}`",
         f"- pipeline: `{report['pipeline']}`",
@@ -87,7 +90,7 @@ def write_markdown(report: dict[str, Any]) -> str:
             continue
         stats = ", ".join(f"{k}: {v}" for k, v in record["stats"].items() if v)
         verdict = f"ROLLED BACK: {record['failure']}" if record["rolled_back"] else (
-            f"ok (max rel {_number(record['error']['max_rel'])})" if record.get("error") else "structure ok")
+            f"ok (max rel {_number(record['error']['max_rel'])})" if record.get("error") else pass_verdict(record) or "structure ok")
         nodes = (record.get("after") or {}).get("nodes")
         lines.append(f"| `{record['text']}` | {record['iteration']} | {'yes' if record['modified'] else 'no'} | {record['seconds']:.3f} | {record['verify_seconds']:.3f} | {_number(nodes)} | {stats} | {verdict} |")
     unchanged = sorted({r["text"] for r in report["passes"]} - {r["text"] for r in report["passes"] if r["modified"]})
@@ -96,6 +99,8 @@ def write_markdown(report: dict[str, Any]) -> str:
     for fixpoint in report["fixpoints"]:
         state = "converged" if fixpoint["converged"] else "stopped at its bound without converging"
         lines.append(f"\nFixed-point group ran {fixpoint['iterations']} iteration(s), {state}.")
+    lines += _layer_report_lines(report["passes"])
+    lines += attribution_markdown(report)
     notes = sorted({note for r in report["passes"] for note in r["notes"]})
     if notes or report["warnings"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in (*report["warnings"], *notes)]
@@ -103,6 +108,39 @@ def write_markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Targets", ""] + [_target_lines(target) for target in report["targets"]]
     lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     return "\n".join(lines)
+
+
+MAX_LAYER_ROWS = 50
+
+
+def _layer_report_lines(records: list[dict[str, Any]]) -> list[str]:
+    """Per lossy pass run: its measured output error, its per-layer table and the layers it skipped, with reasons."""
+    lines: list[str] = []
+    for record in records:
+        layers, skipped, measured = record.get("layers") or [], record.get("skipped") or [], record.get("fidelity")
+        if not (layers or skipped or measured):
+            continue
+        lines += ["", f"### `{record['text']}`" + (" (rolled back)" if record["rolled_back"] else "")]
+        if measured:
+            figures = ", ".join(f"{key} {_number(measured[key])}" for key in ("max_abs", "max_rel", "sqnr_db", "cosine", "top1_agreement") if key in measured)
+            feeds = f" on {measured['feeds']} feeds" if measured.get("feeds") else ""
+            lines += ["", f"- measured output error{feeds}: {figures}"]
+        if layers:
+            with_sqnr = any("sqnr_db" in row for row in layers)
+            header = "| layer | op | action | params before | params after | MACs before | MACs after |" + (" SQNR (dB) |" if with_sqnr else "")
+            lines += ["", header, "|---|---|---|---:|---:|---:|---:|" + ("---:|" if with_sqnr else "")]
+            for row in layers[:MAX_LAYER_ROWS]:
+                cells = [f"`{row['layer']}`", row["op"], row["action"], *(_number(row.get(k)) for k in ("params_before", "params_after", "macs_before", "macs_after"))]
+                if with_sqnr:
+                    cells.append(_number(row.get("sqnr_db")))
+                lines.append("| " + " | ".join(cells) + " |")
+            if len(layers) > MAX_LAYER_ROWS:
+                lines += ["", f"... and {len(layers) - MAX_LAYER_ROWS} more layers (all of them in report.json)"]
+        if skipped:
+            lines += ["", f"Skipped ({len(skipped)}):"] + [f"- `{entry['layer']}`: {entry['reason']}" for entry in skipped[:MAX_LAYER_ROWS]]
+            if len(skipped) > MAX_LAYER_ROWS:
+                lines.append(f"- ... and {len(skipped) - MAX_LAYER_ROWS} more (all of them in report.json)")
+    return ["", "## Lossy passes, layer by layer", *lines] if lines else []
 
 
 def _target_lines(target: dict[str, Any]) -> str:
@@ -128,4 +166,8 @@ def _target_lines(target: dict[str, Any]) -> str:
     if tuning:
         lines.append(f"- tuning: {tuning['tasks']} tasks, {tuning['tasks_from_database']} from the database, {tuning['tasks_tuned']} tuned now, {tuning['trials']} trials in {tuning['seconds']:.0f} s (database `{tuning['database']}`)")
     lines += [f"- note: {note}" for note in target.get("notes", ())]
+    if target.get("accelerator"):
+        from backends.accel.report import accelerator_markdown
+
+        lines += ["", accelerator_markdown(target["accelerator"])]
     return "\n".join(lines) + "\n"

@@ -22,11 +22,14 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
-from passes.base import Pass, PassResult, register
+from ir import fidelity
+
+from ir.constants import constant_array
+from passes.base import Pass, PassResult, layer_costs, layer_row, register
 from passes.cluster.huffman import coded_bits
 from passes.cluster.kmeans1d import kmeans_1d
 from passes.quantize import qdq
-from passes.quantize.qdq import GraphWriter, constant_array
+from passes.quantize.qdq import GraphWriter
 
 CLUSTERED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -55,16 +58,23 @@ class ClusterPass(Pass):
         reference = io.copy_model(model) if self.context is not None and getattr(self.context, "calibration", None) else None
         writer = GraphWriter(model.graph, "cluster")
         done: dict[str, ir.Value] = {}
+        costs = layer_costs(model)
+        action = f"{self.options.clusters} shared values" + (" per channel" if self.options.per_channel else "") + f" ({self.options.mode})"
         for node in list(model.graph):
             if node.op_type not in CLUSTERED_OPS or len(node.inputs) < 2 or node.inputs[1] is None:
                 continue
             value = node.inputs[1]
             if value.name in done:
                 node.replace_input_with(1, done[value.name])
+                self.layers.append(layer_row(node, action, costs[node]))
                 continue
             weight = constant_array(value)
-            if weight is None or weight.dtype.kind != "f" or weight.size < self.options.min_size:
+            if weight is None or weight.dtype.kind != "f":
                 continue
+            if weight.size < self.options.min_size:
+                self.skipped.append((node.name or node.outputs[0].name, f"weight of {weight.size} values, fewer than min_size={self.options.min_size}"))
+                continue
+            self.layers.append(layer_row(node, action, costs[node]))
             replacement = self._cluster(writer, value.name or "weight", weight)
             done[value.name] = replacement
             node.replace_input_with(1, replacement)
@@ -109,8 +119,6 @@ class ClusterPass(Pass):
         return writer.node("Reshape", [gathered, shape], base, dtype, ir.Shape(weight.shape))
 
     def _report_error(self, reference: ir.Model, model: ir.Model) -> None:
-        from passes.quantize.fidelity import compare_models
-
         feeds = self.context.calibration.take(4)
-        fidelity = compare_models(reference, model, feeds)
-        self.note("error on %d calibration feeds: %s" % (len(feeds), ", ".join(f"{k} {v:.4g}" for k, v in fidelity.items())))
+        self.fidelity = fidelity.measure(reference, model, feeds)
+        self.note("error on %d calibration feeds: %s" % (len(feeds), fidelity.describe(self.fidelity)))

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import onnx_ir as ir
 
+from ir.constants import constant_array
 from passes.base import all_graphs, is_standard_domain
 
 GraphLike = ir.Graph | ir.Function
@@ -39,22 +40,6 @@ def default_opset(model: ir.Model) -> int:
         if domain in model.opset_imports:
             return model.opset_imports[domain]
     return 1
-
-
-def constant_array(value: ir.Value | None) -> np.ndarray | None:
-    """The contents of a constant value (see the module docstring), or None."""
-    if value is None or value.is_graph_input():
-        return None
-    try:
-        tensor = ir.convenience.get_const_tensor(value)
-    except ValueError:  # a malformed Constant node: not ours to judge
-        return None
-    if tensor is None:
-        return None
-    try:
-        return tensor.numpy()
-    except Exception:  # external data that cannot be read, or a type numpy cannot hold
-        return None
 
 
 def constant_ints(value: ir.Value | None) -> list[int] | None:

@@ -16,7 +16,7 @@ import onnx_ir as ir
 from onnx_ir.passes import common
 
 from ir import shapes
-from ir.channel_groups import ChannelAnalysis, constant_array, invalidate, kept_indices
+from ir.channel_groups import ChannelAnalysis, weight_array, invalidate, kept_indices
 from ir.errors import InvalidModelError
 
 
@@ -37,7 +37,7 @@ def remove_channels(model: ir.Model, analysis: ChannelAnalysis, keep: dict[int, 
             if action.kind == "output" and node.op_type in ("Conv", "ConvTranspose", "Gemm"):
                 bias = node.inputs[2] if len(node.inputs) > 2 else None
                 if bias is not None:
-                    array = constant_array(bias)
+                    array = weight_array(bias)
                     if array.ndim >= 1 and array.shape[-1] == analysis.sizes[action.layout.segments[0].space]:
                         slices[(node, 2)].append((array.ndim - 1, indices))
         elif action.kind == "group":
@@ -46,7 +46,7 @@ def remove_channels(model: ir.Model, analysis: ChannelAnalysis, keep: dict[int, 
             slices[(node, action.index)].append((-1 - action.axis, np.asarray([len(indices)])))
     taken = _names(model.graph)
     for (node, index), edits in slices.items():
-        array = constant_array(node.inputs[index])
+        array = weight_array(node.inputs[index])
         if array is None:
             raise InvalidModelError(f"pruning: input {index} of {node.op_type} '{node.name}' is not a constant")
         for axis, indices in edits:

@@ -24,14 +24,14 @@ from collections.abc import Iterable
 import numpy as np
 import onnx_ir as ir
 
-from ir.channel_groups import ChannelAnalysis, Group, constant_array
+from ir.channel_groups import ChannelAnalysis, Group, weight_array
 from passes.prune.reconstruct import MAX_ROWS_PER_BATCH, capture_values, NormalEquations, flat_weight, is_refittable, layer_rows
 
 
 def weight_norms(group: Group, order: int) -> np.ndarray:
     scores = np.zeros(group.channels)
     for action in group.producers:
-        weight = constant_array(action.node.inputs[action.index]).astype(np.float64)
+        weight = weight_array(action.node.inputs[action.index]).astype(np.float64)
         # One row per channel; a channel that is a block (an attention head) spans block rows.
         rows = np.moveaxis(weight, action.axis, 0).reshape(action.layout.channels, -1)
         scores += np.abs(rows).sum(1) if order == 1 else np.sqrt((rows**2).sum(1))
@@ -44,7 +44,7 @@ def bn_scales(group: Group) -> np.ndarray | None:
     for action in group.followers:
         node = action.node
         if node.op_type == "BatchNormalization" and action.index == 1 and len(action.layout.segments) == 1:
-            scores += np.abs(constant_array(node.inputs[1]).astype(np.float64))
+            scores += np.abs(weight_array(node.inputs[1]).astype(np.float64))
             found = True
     return scores if found else None
 
@@ -116,7 +116,7 @@ MAX_FEATURES = 8192  # X^T X of a wider layer (e.g. VGG's 25088-feature Gemm) wo
 
 
 def _features(node: ir.Node) -> int:
-    shape = constant_array(node.inputs[1]).shape
+    shape = weight_array(node.inputs[1]).shape
     return int(np.prod(shape[1:])) if node.op_type == "Conv" else shape[0] if node.op_type == "MatMul" or not node.attributes.get_int("transB", 0) else shape[1]
 
 

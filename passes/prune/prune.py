@@ -15,16 +15,19 @@ Rules:
   squares on calibration data, so that its outputs match the original model's
   (``passes.prune.reconstruct``). Every 4th calibration feed is held out per layer to choose the
   ridge (``ridge`` times 1 to 1e6); a layer whose refit does not lower the error on those feeds keeps
-  its pruned weights (``self.report["refit"]`` lists each layer's errors). The final fit uses all
+  its pruned weights (the ``refit`` key of its row in ``self.layers`` lists its errors). The final fit uses all
   feeds, and the whole refit is discarded when the model's output SQNR on the held-out feeds is
   still lower with it than without (a check biased towards the refit: a discard is a reliable signal).
   ``activation``, ``reconstruction`` and ``reconstruct=true`` need calibration data; without any,
   generated inputs are used and a note says so.
 - The first ``calib`` calibration feeds drive importance and reconstruction; the next ``holdout``
   feeds (when there are any) measure the output error against the unpruned model: SQNR, cosine and
-  top-1 agreement (2-D outputs) go to the notes and ``self.fidelity``.
-The pass is lossy. ``self.report`` lists each pruned group (channels before/after, layers, criterion)
-and MACs/params before and after.
+  top-1 agreement go to the notes and ``self.fidelity``.
+The pass is lossy. ``self.layers`` has a row per layer that lost channels (its outputs: a producer
+of the group; its inputs: a consumer), with the group, its channels before (``channels``) and after
+(``kept``), the criterion (``why``) and, for refit layers, the refit's errors (``refit``);
+``self.skipped`` names the groups left whole and why; the statistics hold the cost model's MACs and
+parameters before and after.
 """
 
 from __future__ import annotations
@@ -36,10 +39,10 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
-from ir import channel_groups, io, runtime
-from ir.diff import output_errors
+from ir import channel_groups, io
+from ir.fidelity import describe, measure as measure_fidelity
 from ir.errors import UsageError
-from passes.base import Pass, PassResult, register
+from passes.base import Pass, PassResult, layer_costs, layer_name, layer_row, register
 from passes.prune import importance as imp
 from passes.prune.apply import remove_channels
 from passes.prune.reconstruct import bias_of, flat_weight, has_bias_input, refit_layers, write_layer
@@ -86,8 +89,6 @@ class PruneChannelsPass(Pass):
         if self.options.uniform and targets != ["ratio"]:
             raise UsageError("pass 'prune': uniform=true needs ratio=")
         self.target = targets[0]
-        self.report: dict = {}
-        self.fidelity: dict = {}
 
     def call(self, model: ir.Model) -> PassResult:
         opts = self.options
@@ -109,14 +110,15 @@ class PruneChannelsPass(Pass):
             self.note("the target removes no channel")
             return PassResult(model, modified=False)
         self._record(analysis, groups, keep, criterion, cost)
+        costs_before = layer_costs(model, infer_shapes=False)
         consumers = {a.node for g in groups if g.id in keep for a in g.consumers}
         kept_outputs = {a.node: channel_groups.kept_indices(a.layout, keep, analysis.root)
                         for a in analysis.actions if a.kind == "output" and a.node in consumers}
         removed = remove_channels(model, analysis, keep)
         self.stats["channels removed"] = removed
         self.stats["groups pruned"] = len(keep)
-        if opts.reconstruct:
-            self._reconstruct(original, model, consumers, feeds, kept_outputs)
+        refits = self._reconstruct(original, model, consumers, feeds, kept_outputs) if opts.reconstruct else {}
+        self._layer_rows(groups, keep, criterion, costs_before, layer_costs(model), refits)
         if holdout:
             self._measure(original, model, holdout)
         return PassResult(model, modified=True)
@@ -131,12 +133,14 @@ class PruneChannelsPass(Pass):
             if not group.prunable:
                 for reason in group.reasons[:1] or ["fewer than two channels"]:
                     self.stats[f"unprunable: {_reason_kind(reason)}"] += 1
+                    self.skipped.append((_group_label(group), reason))
                 continue
             layers = [a.node for a in (*group.producers, *group.consumers, *group.followers)]
             names = [n for node in layers for n in (node.name, *(v.name for v in node.outputs)) if n]
             hit = next((p for p in patterns if any(fnmatch.fnmatchcase(n, p) for n in names)), None)
             if hit:
                 self.stats["unprunable: protected"] += 1
+                self.skipped.append((_group_label(group), f"protected (matches '{hit}')"))
                 continue
             groups.append(group)
         return groups
@@ -178,21 +182,35 @@ class PruneChannelsPass(Pass):
     def _record(self, analysis, groups, keep, criterion, cost: CostModel) -> None:
         counts = {gid: len(ids) for gid, ids in keep.items()}
         macs_after, params_after = cost.after(counts)
-        rows = []
         for group in groups:
             if group.id not in keep:
                 continue
             layers = [channel_groups.node_label(a.node) for a in group.producers]
-            rows.append({"group": group.id, "channels": group.channels, "kept": len(keep[group.id]),
-                         "layers": layers, "why": f"lowest {criterion[group.id]} importance"})
             more = f" +{len(layers) - 1}" if len(layers) > 1 else ""
             self.note(f"group {group.id} ({layers[0]}{more}): {group.channels} -> {len(keep[group.id])} channels, lowest {criterion[group.id]}")
-        self.report = {"groups": rows, "macs_before": cost.macs, "macs_after": int(macs_after),
-                       "params_before": cost.params, "params_after": int(params_after)}
         self.stats["macs before"], self.stats["macs after"] = cost.macs, int(macs_after)
         self.stats["params before"], self.stats["params after"] = cost.params, int(params_after)
 
-    def _reconstruct(self, original, model, consumers, feeds, kept_outputs) -> None:
+    def _layer_rows(self, groups, keep, criterion, before, after, refits: dict[str, dict]) -> None:
+        """A row per layer that lost output channels (the group's producers), then per layer that lost
+        input channels only (its consumers)."""
+        seen = set()
+        for side, action in (("producers", "output"), ("consumers", "input")):
+            for group in groups:
+                if group.id not in keep:
+                    continue
+                kept = len(keep[group.id])
+                for node in dict.fromkeys(a.node for a in getattr(group, side)):
+                    if node in seen or node not in before:
+                        continue
+                    seen.add(node)
+                    row = layer_row(node, f"pruned {group.channels - kept}/{group.channels} {action} channels", before[node], after.get(node, before[node]),
+                                    group=group.id, channels=group.channels, kept=kept, why=f"lowest {criterion[group.id]} importance")
+                    if layer_name(node) in refits:
+                        row["refit"] = refits[layer_name(node)]
+                    self.layers.append(row)
+
+    def _reconstruct(self, original, model, consumers, feeds, kept_outputs) -> dict[str, dict]:
         """Refit a copy; keep its weights unless its output error on the feeds that the refit held out
         per layer is higher than the unrefit model's (each layer can improve on its own held-out rows
         while the whole network gets worse: random-weight ResNet-50 at 128, SQNR 3.96 -> 3.27 dB)."""
@@ -204,7 +222,7 @@ class PruneChannelsPass(Pass):
         result = refit_layers(original, candidate, [twin[n] for n in consumers], feeds, ridge=self.options.ridge,
                               kept_outputs={twin[n]: v for n, v in kept_outputs.items() if n in twin},
                               validate_every=VALIDATE_EVERY)
-        self.report["refit"] = result.layer_reports
+        refits = {report["layer"]: report for report in result.layer_reports}
         if result.skipped:
             self.stats["layers not refit: fewer calibration rows than features"] = result.skipped
         if result.rejected:
@@ -212,48 +230,30 @@ class PruneChannelsPass(Pass):
         if candidate is not model and result.written:
             unrefit = measure_fidelity(original, model, check)["sqnr_db"]
             refit = measure_fidelity(original, candidate, check)["sqnr_db"]
-            self.report["refit_check"] = {"feeds": len(check), "sqnr_db_unrefit": unrefit, "sqnr_db_refit": refit}
+            self.note(f"refit check on {len(check)} held-out calibration feeds: output SQNR {refit:.2f} dB refit, {unrefit:.2f} dB without")
             if refit < unrefit:
                 self.note(f"refit discarded: output SQNR on {len(check)} held-out calibration feeds "
                           f"{refit:.2f} dB < {unrefit:.2f} dB without it")
                 self.stats["refits discarded: higher output error on held-out calibration feeds"] += 1
                 self.stats["layers refit"] = 0
-                return
+                return refits
             back = {twins[i]: node for i, node in enumerate(nodes)}
             for done in result.written:
                 weight = flat_weight(done)
                 bias = bias_of(done, weight.shape[0]) if has_bias_input(done) else None
                 write_layer(back[done], weight, bias)
         self.stats["layers refit"] = result.layers
+        return refits
 
     def _measure(self, original, model, holdout) -> None:
         self.fidelity = measure_fidelity(original, model, holdout)
-        text = ", ".join(f"{k} {v:.4g}" for k, v in self.fidelity.items())
-        self.note(f"output error on {len(holdout)} held-back calibration feeds: {text}")
+        self.note(f"output error on {len(holdout)} held-back calibration feeds: {describe(self.fidelity)}")
         self.stats["sqnr_db x100"] = int(round(100 * self.fidelity["sqnr_db"])) if np.isfinite(self.fidelity["sqnr_db"]) else 0
 
 
-def measure_fidelity(reference: ir.Model, model: ir.Model, feeds) -> dict[str, float]:
-    """SQNR (dB, over all outputs and feeds), mean cosine, and top-1 agreement for 2-D outputs."""
-    sess_ref, sess = runtime.session(reference), runtime.session(model)
-    signal = noise = 0.0
-    cosines, agree, total = [], 0, 0
-    for feed in feeds:
-        want, got = runtime.run(sess_ref, feed), runtime.run(sess, feed)
-        for name, ref in want.items():
-            if ref.dtype.kind != "f":
-                continue
-            errors = output_errors(ref, got[name])
-            cosines.append(errors["cosine"])
-            signal += float(np.sum(ref.astype(np.float64) ** 2))
-            noise += float(np.sum((ref.astype(np.float64) - got[name]) ** 2))
-            if ref.ndim == 2 and ref.shape[1] > 1:
-                agree += int(np.sum(ref.argmax(1) == got[name].argmax(1)))
-                total += ref.shape[0]
-    result = {"sqnr_db": 10 * np.log10(signal / noise) if noise > 0 else float("inf"), "cosine": float(np.mean(cosines))}
-    if total:
-        result["top1_agreement"] = agree / total
-    return result
+def _group_label(group) -> str:
+    producers = [channel_groups.node_label(a.node) for a in group.producers]
+    return producers[0] + (f" +{len(producers) - 1}" if len(producers) > 1 else "") if producers else f"group {group.id}"
 
 
 def _reason_kind(reason: str) -> str:

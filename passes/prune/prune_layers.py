@@ -11,8 +11,10 @@ Rules:
   blocks until their branches hold at least this fraction of the model's MACs). Blocks are taken in
   increasing contribution; a block nested in one already removed is skipped.
 - Removal rewires every reader of the Add's output to ``x``; the branch becomes unused and is deleted.
-The pass is lossy. ``self.report`` lists every candidate with its contribution and MACs, and for each
-removed block why (its rank); held-back feeds (``holdout``) measure the output error as for ``prune``.
+The pass is lossy. ``self.layers`` has a row per removed block (its Add's label, the branch's
+parameters and MACs, ``contribution``, ``nodes`` and ``why``: its rank), ``self.skipped`` every
+candidate kept, with its contribution and rank; held-back feeds (``holdout``) measure the output
+error as for ``prune``.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from onnx_ir.passes import common
 from ir import channel_groups, io, runtime, shapes
 from ir import cost as ir_cost
 from ir.errors import UsageError
-from passes.base import Pass, PassResult, register
+from ir.fidelity import describe, measure as measure_fidelity
+from passes.base import Pass, PassResult, layer_costs, register
 from passes.prune.blocks import Block, find_blocks
-from passes.prune.prune import measure_fidelity
 from passes.prune.reconstruct import capture_values
 
 
@@ -54,8 +56,6 @@ class PruneLayersPass(Pass):
         super().__init__(**options)
         if (self.options.blocks > 0) == (self.options.macs > 0):
             raise UsageError("pass 'prune-layers': give exactly one of blocks (a count) or macs (a fraction in (0, 1))")
-        self.report: dict = {}
-        self.fidelity: dict = {}
 
     def call(self, model: ir.Model) -> PassResult:
         blocks, rejected = find_blocks(model)
@@ -79,7 +79,7 @@ class PruneLayersPass(Pass):
         self.stats["macs removed"] = sum(b.macs for b in chosen)
         if holdout:
             self.fidelity = measure_fidelity(original, model, holdout)
-            self.note("output error on held-back feeds: " + ", ".join(f"{k} {v:.4g}" for k, v in self.fidelity.items()))
+            self.note("output error on held-back feeds: " + describe(self.fidelity))
         return PassResult(model, modified=bool(chosen))
 
     # -- steps -----------------------------------------------------------------------------------
@@ -90,6 +90,7 @@ class PruneLayersPass(Pass):
             names = [n for node in (block.add, *block.nodes) for n in (node.name, *(v.name for v in node.outputs)) if n]
             if any(fnmatch.fnmatchcase(n, p) for p in patterns for n in names):
                 self.stats["blocks protected"] += 1
+                self.skipped.append((block.label, "protected"))
             else:
                 kept.append(block)
         return kept
@@ -131,27 +132,29 @@ class PruneLayersPass(Pass):
 
     def _choose(self, model: ir.Model, blocks: list[Block], scores: list[float]) -> list[Block]:
         total_macs = ir_cost.analyze(model, infer_shapes=False).macs
+        costs = layer_costs(model, infer_shapes=False)
         order = sorted(range(len(blocks)), key=lambda i: scores[i])
         chosen: list[Block] = []
         gone: set[ir.Node] = set()
         removed_macs = 0
-        rows = []
         for rank, i in enumerate(order, start=1):
             block = blocks[i]
-            rows.append({"block": block.label, "contribution": scores[i], "macs": block.macs, "nodes": len(block.nodes), "removed": False})
+            why = f"contribution {scores[i]:.6g} ({self.options.criterion}) ranks {rank} of {len(blocks)}"
             done = len(chosen) >= self.options.blocks if self.options.blocks else removed_macs >= self.options.macs * total_macs
             if done or block.add in gone:
+                self.skipped.append((block.label, f"{why}: {'inside a removed block' if block.add in gone else 'the budget was met'}"))
                 continue
             chosen.append(block)
             gone.update(block.nodes)
             removed_macs += block.macs
-            rows[-1]["removed"] = True
-            rows[-1]["why"] = f"contribution {scores[i]:.4g} ({self.options.criterion}) ranks {rank} of {len(blocks)}"
-            self.note(f"removed block {block.label} ({len(block.nodes)} nodes, {block.macs / 1e6:.1f} M MACs): {rows[-1]['why']}")
+            params = sum(costs.get(node, (0, 0))[0] for node in block.nodes)
+            self.layers.append({"layer": block.label, "op": "residual block", "action": f"removed ({len(block.nodes)} nodes)",
+                                "params_before": params, "params_after": 0, "macs_before": block.macs, "macs_after": 0,
+                                "contribution": scores[i], "nodes": len(block.nodes), "why": why})
+            self.note(f"removed block {block.label} ({len(block.nodes)} nodes, {block.macs / 1e6:.1f} M MACs): {why}")
         if self.options.blocks and len(chosen) < self.options.blocks:
             self.note(f"only {len(chosen)} of the {self.options.blocks} blocks asked for could be removed")
         if self.options.macs and removed_macs < self.options.macs * total_macs:
             self.note(f"all blocks together hold {removed_macs / max(total_macs, 1):.1%} of the MACs, less than asked")
-        self.report = {"candidates": rows, "macs_before": total_macs, "macs_after": total_macs - removed_macs,
-                       "removed": [b.label for b in chosen]}
+        self.stats["macs before"], self.stats["macs after"] = total_macs, total_macs - removed_macs
         return chosen

@@ -24,7 +24,7 @@ import onnx_ir as ir
 import scipy.linalg
 
 from ir import runtime
-from ir.channel_groups import constant_array
+from ir.channel_groups import weight_array
 
 MAX_ROWS_PER_BATCH = 2048
 
@@ -84,12 +84,12 @@ class NormalEquations:
 def is_refittable(node: ir.Node) -> bool:
     """Conv with group=1, Gemm (no transA) and MatMul with a constant 2-D weight."""
     if node.op_type == "Conv":
-        return node.attributes.get_int("group", 1) == 1 and constant_array(node.inputs[1]) is not None
+        return node.attributes.get_int("group", 1) == 1 and weight_array(node.inputs[1]) is not None
     if node.op_type == "Gemm":
-        weight = constant_array(node.inputs[1])
+        weight = weight_array(node.inputs[1])
         return weight is not None and weight.ndim == 2 and not node.attributes.get_int("transA", 0)
     if node.op_type == "MatMul":
-        weight = constant_array(node.inputs[1])
+        weight = weight_array(node.inputs[1])
         return weight is not None and weight.ndim == 2
     return False
 
@@ -114,7 +114,7 @@ def layer_rows(node: ir.Node, x: np.ndarray) -> np.ndarray:
     (Conv: ``[C, kh, kw]`` im2col patches; Gemm/MatMul: the last axis)."""
     if node.op_type != "Conv":
         return x.reshape(-1, x.shape[-1])
-    weight_shape = constant_array(node.inputs[1]).shape
+    weight_shape = weight_array(node.inputs[1]).shape
     kernel = weight_shape[2:]
     dims = len(kernel)
     strides = list(node.attributes.get("strides").value) if node.attributes.get("strides") else [1] * dims
@@ -137,7 +137,7 @@ def output_rows(node: ir.Node, y: np.ndarray) -> np.ndarray:
 
 def flat_weight(node: ir.Node) -> np.ndarray:
     """The weight as ``[outputs, features]`` matching ``layer_rows``."""
-    weight = constant_array(node.inputs[1]).astype(np.float64)
+    weight = weight_array(node.inputs[1]).astype(np.float64)
     if node.op_type == "Conv":
         return weight.reshape(weight.shape[0], -1)
     if node.op_type == "Gemm":
@@ -153,7 +153,7 @@ def has_bias_input(node: ir.Node) -> bool:
 def bias_of(node: ir.Node, outputs: int) -> np.ndarray:
     if len(node.inputs) < 3 or node.inputs[2] is None:
         return np.zeros(outputs)
-    bias = constant_array(node.inputs[2]).astype(np.float64)
+    bias = weight_array(node.inputs[2]).astype(np.float64)
     beta = node.attributes.get_float("beta", 1.0) if node.op_type == "Gemm" else 1.0
     return beta * np.broadcast_to(bias.reshape(-1) if bias.size in (1, outputs) else bias, (outputs,))
 
@@ -338,7 +338,7 @@ def _depends_on(node: ir.Node, others: set[ir.Node]) -> bool:
 
 def write_layer(node: ir.Node, weight: np.ndarray, bias: np.ndarray | None) -> None:
     """Give the node the weight ``[outputs, features]`` (and bias) as fresh initializers."""
-    old = constant_array(node.inputs[1])
+    old = weight_array(node.inputs[1])
     if node.op_type == "Conv":
         new_weight = weight.reshape(old.shape)
     elif node.op_type == "Gemm":

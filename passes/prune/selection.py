@@ -2,7 +2,8 @@
 
 - ``CostModel`` predicts MACs and parameters after pruning from per-node costs (``ir.cost``): a layer
   whose input and output channels are kept at fractions ``fi`` and ``fo`` keeps ``fi * fo`` of its
-  cost; one whose input and output are the same channels (depthwise Conv, BN) keeps ``fo``.
+  weights (its bias keeps ``fo``); one whose input and output are the same channels (depthwise
+  Conv, BN) keeps ``fo``.
 - ``select`` ranks the channels of all prunable groups by (normalized) importance and finds, by
   bisection on a global threshold, the smallest removal that meets the target: a fraction of the
   channels, of the MACs or of the parameters. Per group at most ``max_layer_ratio`` of the channels
@@ -39,6 +40,12 @@ class CostModel:
                 layout_in = None
             if layout_in is None and layout_out is None:
                 continue
+            if layout_in is not None and layout_out is not None:
+                # Only the weight matrix shrinks with both; a bias shrinks with the output channels alone.
+                weight = ir_cost.static_dims(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+                weight_params = min(params, math.prod(weight)) if weight is not None else params
+                self.terms.append((0, params - weight_params, None, layout_out))
+                params = weight_params
             self.terms.append((macs, params, layout_in, layout_out))
 
     def after(self, keep_counts: dict[int, int]) -> tuple[float, float]:

@@ -23,8 +23,8 @@ import numpy as np
 import onnx_ir as ir
 
 from ir import io
-from ir.channel_groups import constant_array
-from passes.base import Pass, PassResult, register
+from ir.channel_groups import weight_array
+from passes.base import Pass, PassResult, layer_costs, layer_row, register
 from passes.prune.reconstruct import _set_input
 
 LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -52,7 +52,7 @@ class SparsifyPass(Pass):
         layers = []
         for node in list(model.graph):
             if node.op_type in LAYERS and len(node.inputs) > 1:
-                weight = constant_array(node.inputs[1])
+                weight = weight_array(node.inputs[1])
                 if weight is not None and weight.dtype.kind == "f" and weight.size >= self.options.min_size:
                     layers.append((node, weight))
         if not layers:
@@ -64,6 +64,7 @@ class SparsifyPass(Pass):
             magnitudes = np.concatenate([np.abs(w).ravel() for _, w in layers])
             threshold = np.partition(magnitudes, int(target * magnitudes.size))[int(target * magnitudes.size)]
         zeros = total = 0
+        costs = layer_costs(model)
         for node, weight in layers:
             if self.options.scope == "layer":
                 count = int(target * weight.size)
@@ -75,7 +76,9 @@ class SparsifyPass(Pass):
                 mask = np.abs(weight) >= threshold
             sparse = np.where(mask, weight, 0).astype(weight.dtype)
             _set_input(node, 1, sparse)
-            zeros += int(np.count_nonzero(sparse == 0))
+            layer_zeros = int(np.count_nonzero(sparse == 0))
+            self.layers.append(layer_row(node, f"{layer_zeros / sparse.size:.1%} of weights zero", costs[node], zeros=layer_zeros))
+            zeros += layer_zeros
             total += sparse.size
         self.stats["layers sparsified"] = len(layers)
         self.stats["sparsity x1000"] = int(round(1000 * zeros / total))

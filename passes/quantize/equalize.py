@@ -31,9 +31,9 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
+from ir.constants import constant_array
 from passes.base import Pass, PassResult, register
 from passes.quantize import qdq
-from passes.quantize.qdq import constant_array
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,8 +36,9 @@ import numpy as np
 import onnx_ir as ir
 
 from ir import activations, io
+from ir.constants import constant_array
 from passes.quantize import qdq
-from passes.quantize.qdq import constant_array, is_private
+from passes.quantize.qdq import is_private
 from passes.quantize.observers import HistogramObserver
 
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")

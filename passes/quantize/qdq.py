@@ -46,17 +46,6 @@ def raise_opset(model: ir.Model, minimum: int) -> bool:
     return True
 
 
-def constant_array(value: ir.Value | None) -> np.ndarray | None:
-    """The value's constant contents (initializer or Constant node), None for anything a caller may feed."""
-    if value is None or value.is_graph_input():
-        return None
-    try:
-        tensor = ir.convenience.get_const_tensor(value)
-        return None if tensor is None else tensor.numpy()
-    except Exception:  # a malformed Constant node or unreadable external data: not usable as a constant
-        return None
-
-
 def is_private(value: ir.Value) -> bool:
     """Used exactly once, and not a graph input or output: it can be rewritten freely."""
     return len(value.uses()) == 1 and not value.is_graph_output() and not value.is_graph_input()

@@ -28,10 +28,10 @@ from typing import Literal
 
 import onnx_ir as ir
 
+from ir import fidelity
 from ir.errors import InvalidModelError
-from passes.base import Pass, PassResult, register
+from passes.base import Pass, PassResult, layer_costs, layer_row, register
 from passes.quantize import qdq, sensitivity
-from passes.quantize.fidelity import compare_models
 from passes.quantize.observers import METHODS
 from passes.quantize.planner import Quantizer, Settings
 
@@ -110,7 +110,7 @@ class QuantizePass(Pass):
         else:
             kept = []
             quantized = quantizer.build()
-        self._report(quantizer, quantized, check, len(kept))
+        self._report(quantizer, quantized, check, kept)
         opsets = dict(quantized.opset_imports)
         model.graph = quantized.graph
         model.opset_imports.update(opsets)
@@ -128,8 +128,15 @@ class QuantizePass(Pass):
             return True
         return False
 
-    def _report(self, quantizer: Quantizer, quantized: ir.Model, feeds: list, kept: int) -> None:
-        self.stats["layers quantized"] += len(quantizer.layers) - kept
+    def _report(self, quantizer: Quantizer, quantized: ir.Model, feeds: list, kept: list[int]) -> None:
+        self.stats["layers quantized"] += len(quantizer.layers) - len(kept)
+        nodes = list(quantizer.model.graph)
+        costs = layer_costs(quantizer.model)
+        for layer in quantizer.layers:
+            if layer.index in kept:
+                self.skipped.append((layer.label, "kept float to meet the fidelity budget"))
+            else:
+                self.layers.append(layer_row(nodes[layer.index], "int8", costs[nodes[layer.index]]))
         self.stats["tensors quantized"] += sum(1 for node in quantized.graph if node.op_type == "QuantizeLinear")
         if quantizer.widened_channels:
             self.stats["weight channels widened for the int32 bias"] += quantizer.widened_channels
@@ -138,11 +145,11 @@ class QuantizePass(Pass):
         for reason, names in sorted(quantizer.float_reasons.items()):
             if reason.split(":")[0] not in ("Constant",):
                 self.note(f"left in float: {reason} ({len(names)} node{'s' if len(names) > 1 else ''})")
-        fidelity = compare_models(quantizer.reference, quantized, feeds)
-        self.stats["output SQNR (dB, rounded)"] = round(fidelity["sqnr_db"]) if fidelity["sqnr_db"] != float("inf") else 999
-        text = ", ".join(f"{key} {value:.4g}" for key, value in fidelity.items())
-        self.note(f"error on {len(feeds)} calibration feeds: {text}")
-        self.fidelity = fidelity
+                self.skipped += [(name, f"left in float: {reason}") for name in names]
+        self.fidelity = fidelity.measure(quantizer.reference, quantized, feeds)
+        sqnr = self.fidelity["sqnr_db"]
+        self.stats["output SQNR (dB, rounded)"] = round(sqnr) if sqnr != float("inf") else 999
+        self.note(f"error on {len(feeds)} calibration feeds: {fidelity.describe(self.fidelity)}")
 
 
 def quantizer_for(model: ir.Model, opts: QuantizeOptions) -> Quantizer:

@@ -27,12 +27,11 @@ import re
 import numpy as np
 import onnx_ir as ir
 
-from ir import io
+from ir import fidelity, io
+from ir.constants import constant_array
 from ir.errors import InvalidModelError
-from passes.base import Pass, PassResult, register
+from passes.base import Pass, PassResult, layer_costs, layer_row, register
 from passes.quantize import qdq
-from passes.quantize.fidelity import compare_models
-from passes.quantize.qdq import constant_array
 
 DYNAMIC_OPS = ("MatMul", "Gemm", "Conv")
 
@@ -97,6 +96,9 @@ class QuantizeDynamicPass(Pass):
             self.note(f"not quantized: {exc}")
             return PassResult(model, modified=False)
         reference = io.copy_model(model)
+        costs = layer_costs(model)
+        action = "int8 weights (per channel), dynamic int8 activations" if self.options.per_channel else "int8 weights, dynamic int8 activations"
+        self.layers = [layer_row(node, action, costs[node]) for node in layers]
         writer = qdq.GraphWriter(model.graph, self.name)
         quantized_inputs: dict[ir.Value, tuple[ir.Value, ir.Value, ir.Value]] = {}
         for node in layers:
@@ -165,7 +167,6 @@ class QuantizeDynamicPass(Pass):
         calibration = getattr(self.context, "calibration", None)
         generated = calibration is None or calibration.generated
         feeds = self.calibration_feeds(model, 4, generated=2)
-        fidelity = compare_models(reference, model, feeds)
-        self.fidelity = fidelity
+        self.fidelity = fidelity.measure(reference, model, feeds)
         where = "generated random inputs" if generated else "calibration feeds"
-        self.note(f"error on {len(feeds)} {where}: " + ", ".join(f"{k} {v:.4g}" for k, v in fidelity.items()))
+        self.note(f"error on {len(feeds)} {where}: " + fidelity.describe(self.fidelity))

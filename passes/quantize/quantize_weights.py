@@ -30,12 +30,12 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
-from ir import activations, io
+from ir import activations, fidelity, io
+from ir.constants import constant_array
 from ir.errors import InvalidModelError, UsageError
-from passes.base import Pass, PassResult, register
+from passes.base import Pass, PassResult, layer_costs, layer_row, register
 from passes.prune.reconstruct import flat_weight, layer_rows
 from passes.quantize import gptq, lowbit, matmulnbits, qdq
-from passes.quantize.qdq import constant_array
 
 MAX_ROWS = 4096
 
@@ -95,6 +95,10 @@ class QuantizeWeightsPass(Pass):
             return PassResult(model, modified=False)
         reference = io.copy_model(model)
         layers = _layers(model)
+        costs = layer_costs(model)
+        opts = self.options
+        action = f"int{opts.bits} weights" + ("" if opts.bits == 1 or opts.twn else f", blocks of {opts.block_size}") + (f", {opts.rounding} rounding" if opts.bits == 4 else "")
+        self.layers = [layer_row(node, action, costs[node]) for node in layers]
         feeds = self._feeds(model)
         gptq_rounding = self.options.rounding == "gptq" and not self.options.per_channel_levels
         hessians = input_moments(model, layers, feeds) if gptq_rounding else {}
@@ -106,10 +110,8 @@ class QuantizeWeightsPass(Pass):
                 del model.graph.initializers[name]
         qdq.drop_unused_constants(model.graph)
         model.graph.sort()
-        from passes.quantize.fidelity import compare_models
-
-        fidelity = compare_models(reference, model, feeds[:4])
-        self.note("error on %d calibration feeds: %s" % (len(feeds[:4]), ", ".join(f"{k} {v:.4g}" for k, v in fidelity.items())))
+        self.fidelity = fidelity.measure(reference, model, feeds[:4])
+        self.note("error on %d calibration feeds: %s" % (len(feeds[:4]), fidelity.describe(self.fidelity)))
         return PassResult(model, modified=True)
 
     def _keeps_dequantize(self, node: ir.Node) -> bool:

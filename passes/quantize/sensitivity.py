@@ -24,18 +24,18 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from passes.quantize.fidelity import compare_models, compare_values
+from ir.fidelity import measure, measure_values
 from passes.quantize.planner import Quantizer
 
 
 def layer_sensitivity(quantizer: Quantizer, feeds: Sequence[dict[str, np.ndarray]]) -> dict[int, float]:
-    return {layer.index: compare_models(quantizer.reference, quantizer.build([layer.index]), feeds)["sqnr_db"] for layer in quantizer.layers}
+    return {layer.index: measure(quantizer.reference, quantizer.build([layer.index]), feeds)["sqnr_db"] for layer in quantizer.layers}
 
 
 def layer_drops(quantizer: Quantizer, feeds: Sequence[dict[str, np.ndarray]]) -> dict[int, float]:
     quantized = quantizer.build()
     names = list(dict.fromkeys(n for layer in quantizer.layers for n in (*layer.inputs, layer.raw_output)))
-    errors = compare_values(quantizer.reference, quantized, names, feeds)
+    errors = measure_values(quantizer.reference, quantized, names, feeds)
 
     def noise(name: str) -> float:
         return 10.0 ** (-errors[name]["sqnr_db"] / 10.0) if name in errors else 0.0
@@ -49,12 +49,12 @@ def layer_drops(quantizer: Quantizer, feeds: Sequence[dict[str, np.ndarray]]) ->
 
 def layer_errors(quantizer: Quantizer, quantized: ir.Model, feeds: Sequence[dict[str, np.ndarray]]) -> list[dict]:
     names = [layer.raw_output for layer in quantizer.layers]
-    errors = compare_values(quantizer.reference, quantized, names, feeds)
+    errors = measure_values(quantizer.reference, quantized, names, feeds)
     return [{"layer": layer.label, "op": layer.op_type, **errors[layer.raw_output]} for layer in quantizer.layers]
 
 
 def fidelity_budget(quantizer: Quantizer, feeds, budget_db: float) -> Callable[[ir.Model], bool]:
-    return lambda model: compare_models(quantizer.reference, model, feeds)["sqnr_db"] >= budget_db
+    return lambda model: measure(quantizer.reference, model, feeds)["sqnr_db"] >= budget_db
 
 
 def metric_budget(reference: ir.Model, metric: Callable[[ir.Model], float], max_drop: float) -> Callable[[ir.Model], bool]:

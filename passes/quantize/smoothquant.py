@@ -27,9 +27,9 @@ import numpy as np
 import onnx_ir as ir
 
 from ir import activations
+from ir.constants import constant_array
 from passes.base import Pass, PassResult, register
 from passes.quantize import qdq
-from passes.quantize.qdq import constant_array
 
 MIN_SCALE = 1e-5
 

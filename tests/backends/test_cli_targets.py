@@ -55,7 +55,7 @@ def test_one_target_writes_its_library_beside_the_model(tmp_path, tiny_model_pat
     pytest.importorskip("tvm")
     out = tmp_path / "out"
     assert run_cli("optimize", tiny_model_path, "-o", out, "--target", "llvm") == 0
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md", "tiny.onnx", "tiny.so"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md", "tiny.onnx", "tiny.so"]
     (target,) = json.loads((out / "report.json").read_text())["targets"]
     assert target["artifacts"][0]["path"] == str(out / "tiny.so") and target["check"]["passed"]
 

@@ -10,7 +10,6 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 
-import passes.cluster  # noqa: F401
 from models import builders
 from passes.cluster.huffman import code_lengths, coded_bits
 from passes.cluster.kmeans1d import kmeans_1d

@@ -13,7 +13,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from ir import io, runtime, shapes
+from ir import fidelity, io, runtime, shapes
 from models import zoo
 from passes.base import Pass, PassResult, create
 
@@ -87,7 +87,7 @@ def apply_and_compare(name: str, text: str, **options) -> tuple[Pass, PassResult
 def output_difference(before: ir.Model, after: ir.Model, feeds: dict[str, np.ndarray] | None = None) -> dict:
     """ONNX Runtime's outputs of both models on the same inputs (random ones unless given), compared."""
     feeds = runtime.generate_inputs(before) if feeds is None else feeds
-    return runtime.compare(runtime.run(before, feeds), runtime.run(after, feeds))
+    return fidelity.compare(runtime.run(before, feeds), runtime.run(after, feeds))
 
 
 def assert_same_outputs(before: ir.Model, after: ir.Model, *, max_abs: float | None = None, max_rel: float | None = None, feeds=None) -> None:

@@ -9,7 +9,7 @@ import onnx_ir as ir
 import pytest
 
 from ir import channel_groups, io, runtime, shapes
-from ir.channel_groups import constant_array, describe_groups
+from ir.channel_groups import weight_array, describe_groups
 from models import builders, zoo
 from passes.prune.apply import remove_channels
 
@@ -49,7 +49,7 @@ def check_pruned(name: str) -> dict:
     after = runtime.run(model, feeds)
     assert {k: v.shape for k, v in after.items()} == {k: v.shape for k, v in before.items()}
     for node, channels in expected.items():
-        assert channels == constant_array(node.inputs[1]).shape[0], f"{name}: {node.name} has the wrong out-channel count"
+        assert channels == weight_array(node.inputs[1]).shape[0], f"{name}: {node.name} has the wrong out-channel count"
     return {"groups": len(keep), "removed": removed}
 
 
@@ -92,7 +92,7 @@ def test_mobilenet_depthwise_conv_follows_its_input_channels():
     prune_all_by_30_percent(pruned)
     for node in pruned.graph:
         if node.op_type == "Conv" and node.attributes.get_int("group", 1) > 1:
-            assert node.attributes.get_int("group") == constant_array(node.inputs[1]).shape[0]
+            assert node.attributes.get_int("group") == weight_array(node.inputs[1]).shape[0]
 
 
 def test_graph_input_and_output_are_never_pruned():

@@ -11,9 +11,8 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-import passes.prune  # noqa: F401  (registers the pruning passes)
-from ir import channel_groups, io, runtime
-from ir.channel_groups import constant_array, describe_groups
+from ir import channel_groups, fidelity, io, runtime
+from ir.channel_groups import weight_array, describe_groups
 from models import builders
 from passes.base import create
 from passes.calibration import Calibration
@@ -91,12 +90,12 @@ def test_planted_zero_channels_behind_a_split_go_with_float_error_only(text):
     assert pass_.stats["channels removed"] == 3  # 30% of 10: the three planted channels
     onnx.checker.check_model(io.to_proto(model), full_check=True)
     for feed in feeds:
-        assert runtime.compare(runtime.run(before, feed), runtime.run(model, feed))["max_rel"] < 1e-5
+        assert fidelity.compare(runtime.run(before, feed), runtime.run(model, feed))["max_rel"] < 1e-5
     u, v = (next(n for n in model.graph if n.outputs[0].name == name) for name in ("u", "v"))
-    assert constant_array(u.inputs[1]).shape[1] == 3 and constant_array(v.inputs[1]).shape[1] == 4
+    assert weight_array(u.inputs[1]).shape[1] == 3 and weight_array(v.inputs[1]).shape[1] == 4
     if text is SPLIT:
         split = next(n for n in model.graph if n.op_type == "Split")
-        assert constant_array(split.inputs[1]).tolist() == [3, 4]
+        assert weight_array(split.inputs[1]).tolist() == [3, 4]
 
 
 def test_split_inside_one_layers_channels_is_unprunable_with_a_reason():
@@ -145,10 +144,10 @@ def test_attention_heads_are_pruned_whole_and_a_planted_dead_head_goes_with_floa
     assert pass_.stats["channels removed"] == 1  # one head (of 1032 prunable units), the planted one
     q = next(n for n in model.graph if n.name == "layers.0.self_attn.q_proj/MatMul")
     out = next(n for n in model.graph if n.name == "layers.0.self_attn.out_proj/MatMul")
-    assert constant_array(q.inputs[1]).shape == (128, 96) and constant_array(out.inputs[1]).shape == (96, 128)
+    assert weight_array(q.inputs[1]).shape == (128, 96) and weight_array(out.inputs[1]).shape == (96, 128)
     onnx.checker.check_model(io.to_proto(model), full_check=True)
     for feed in feeds:
-        assert runtime.compare(runtime.run(before, feed), runtime.run(model, feed))["max_rel"] < 1e-5
+        assert fidelity.compare(runtime.run(before, feed), runtime.run(model, feed))["max_rel"] < 1e-5
 
 
 @pytest.mark.real_models

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import passes.prune  # noqa: F401
 from ir import io, runtime
-from ir.channel_groups import constant_array
+from ir.channel_groups import weight_array
 from models import builders
 from passes.base import create
 
@@ -30,6 +29,6 @@ def test_per_layer_scope_sparsifies_every_layer_equally():
     create("sparsify", {"sparsity": "0.5", "scope": "layer"})(model)
     for node in model.graph:
         if node.op_type == "Conv":
-            weight = constant_array(node.inputs[1])
+            weight = weight_array(node.inputs[1])
             if weight.size >= 1024:
                 assert np.mean(weight == 0) == pytest.approx(0.5, abs=0.01)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import passes.quantize  # noqa: F401  (registers the passes)
 from ir import runtime
 from ir.errors import UsageError
 from passes.quantize.accuracy import quantize_to_metric

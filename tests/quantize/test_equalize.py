@@ -7,10 +7,9 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-import passes.quantize  # noqa: F401  (registers the passes)
+from ir.constants import constant_array
 from passes.base import create
 from passes.quantize.equalize import per_tensor_sqnr
-from passes.quantize.qdq import constant_array
 from tests.quantize.helpers import ort_outputs, run_pipeline, sqnr, with_weights
 
 # MobileNetV2-style inverted residual core: 1x1 expand -> ReLU -> 3x3 depthwise -> Clip(0, inf) -> 1x1 project.

@@ -7,7 +7,6 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-import passes.quantize  # noqa: F401  (registers the passes)
 from ir.errors import UsageError
 from passes.base import create
 from passes.quantize import lowbit

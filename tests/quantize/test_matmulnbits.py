@@ -8,7 +8,6 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 
-import passes.quantize  # noqa: F401
 from models import builders
 from passes.calibration import Calibration
 from passes.manager import PassContext, PassManager

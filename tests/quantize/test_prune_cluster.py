@@ -11,7 +11,6 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-import passes.quantize  # noqa: F401  (registers the passes)
 from ir import cost
 from tests.quantize.helpers import ort_outputs, run_pipeline, sqnr, with_weights
 

@@ -8,7 +8,6 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 
-import passes.quantize  # noqa: F401  (registers the passes)
 from ir.errors import UsageError
 from models import builders
 from passes.base import create

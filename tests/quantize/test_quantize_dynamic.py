@@ -7,7 +7,6 @@ import onnx
 import onnx_ir as ir
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-import passes.quantize  # noqa: F401  (registers the passes)
 from models import builders
 from tests.quantize.helpers import ort_outputs, run_pipeline, sqnr, with_weights
 

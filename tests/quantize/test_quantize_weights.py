@@ -7,7 +7,6 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-import passes.quantize  # noqa: F401
 from passes.calibration import Calibration
 from passes.manager import PassContext, PassManager
 from passes.quantize import gptq

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-import passes.quantize  # noqa: F401  (registers the passes)
+from ir.constants import constant_array
 from models import builders
-from passes.quantize.qdq import constant_array
 from tests.quantize.helpers import ort_outputs, run_pipeline, sqnr, with_weights
 
 # A pre-LN MLP block (without its residual, so that the error is the block's own): the LayerNorm output is read only by the first projection, so the scale folds

@@ -1,0 +1,82 @@
+"""The host CPU backend: libraries for this machine with TVM's LLVM or C code generator.
+
+Rules (key ``host``: ``llvm`` without a foreign ``-mtriple``, and ``c``):
+- Import, compile and export as ``backends.tvm_build`` does; tuning (``tune_trials``/``tune_db``)
+  goes through ``backends.tuning``; without it CPU builds carry a note that they are untuned.
+- The check loads the written library (what ships, not the in-memory module), runs ``main`` with
+  ``relax.VirtualMachine`` on deterministic random inputs and compares with ONNX Runtime
+  (``backends.tolerance``: the float rule, or the integer rule for a library computing in int8 after
+  ``backends.int8_lowering``). It is skipped, with a note, when the library needs CPU features this
+  machine lacks (running it would kill the process with SIGILL) or ONNX Runtime cannot run the model.
+- ``measure_repeat`` > 0 measures ``main`` here (when this machine can run it) or on ``remote``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from backends.base import BuildRequest, BuildResult, CheckResult, register_backend
+from backends.int8_lowering import lower_to_integer
+from backends.tvm_build import (
+    TvmBackend,
+    captured_output,
+    compile_module,
+    export_library,
+    first_line,
+    import_onnx,
+    import_tvm,
+    lacking_host_features,
+    measure_latency,
+    run_library,
+    tvm_target,
+)
+from ir.errors import BackendError
+
+
+class TvmHostBackend(TvmBackend):
+    """Builds libraries for this machine's CPU with TVM's LLVM or C code generator."""
+
+    key = "host"
+    description = "host llvm targets ('llvm', 'llvm -mcpu=<a CPU this machine can run>', 'c')"
+
+    def build(self, request: BuildRequest) -> BuildResult:
+        tvm = import_tvm()
+        notes: list[str] = []
+        with captured_output("target", notes):
+            target = tvm_target(tvm, request.target)
+        start = time.perf_counter()
+        module = import_onnx(tvm, request.model, request.input_shapes)
+        module, integer = lower_to_integer(tvm, module, notes)
+        executable, tuning = compile_module(tvm, module, target, request, notes)
+        library = export_library(executable, request.out_dir, request.name, notes)
+        seconds = time.perf_counter() - start
+        check = self._check(tvm, target, request, library, notes, integer.integer_ops > 0) if request.check else None
+        latency = None
+        if request.measure_repeat:
+            latency = measure_latency(tvm, request, library, notes, runnable=not self._lacking(tvm, target, request, []))
+        return self.result(request, library, seconds=seconds, notes=notes, check=check, latency=latency, tuning=tuning, integer=integer)
+
+    def _lacking(self, tvm: Any, target: Any, request: BuildRequest, notes: list[str]) -> list[str]:
+        with captured_output("feature check", notes):
+            return lacking_host_features(tvm, target) if request.target.kind == "llvm" else []
+
+    def _check(
+        self, tvm: Any, target: Any, request: BuildRequest, library: Path, notes: list[str], integer: bool = False
+    ) -> CheckResult | None:
+        lacking = self._lacking(tvm, target, request, notes)
+        if lacking:
+            notes.append(f"check skipped: the library uses CPU features this machine lacks ({', '.join(lacking)})")
+            return None
+
+        def run(inputs):
+            try:
+                return run_library(tvm, library, inputs)
+            except Exception as exc:  # a runtime failure surfaces as TVMError or a plain RuntimeError
+                raise BackendError(f"the built library {library.name} failed to run: {first_line(exc)}") from exc
+
+        return self.check(request, run, notes, integer=integer)
+
+
+register_backend(TvmHostBackend())
