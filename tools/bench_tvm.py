@@ -84,6 +84,9 @@ def quantize(model, shapes):
     """The model quantized by the quantize pass (QDQ), calibrated on 8 random inputs."""
     from passes.manager import PassContext, PassManager  # noqa: PLC0415
 
+    import onnx_ir as ir  # noqa: PLC0415
+
+    model = ir.serde.deserialize_model(ir.serde.serialize_model(model))  # passes work in place: keep the float model
     feeds = [runtime.generate_inputs(model, seed=s) for s in range(8)]
     context = PassContext(input_shapes=shapes) if shapes else None
     kwargs = {"context": context} if context else {}
@@ -149,7 +152,7 @@ def main() -> int:
         if args.int8:
             quantized = quantize(model, shapes)
             ort_int8_ms = ort_latency(quantized, feeds, args.repeat)
-            variants.append(("int8 ", quantized, runtime.run(runtime.session(quantized, optimize=True), feeds)))
+            variants.append(("int8-", quantized, runtime.run(runtime.session(quantized, optimize=True), feeds)))
         with tempfile.TemporaryDirectory() as temporary:
             scratch = str(Path(args.db_dir) / name) if args.db_dir else temporary
             for prefix, subject, expected in variants:
@@ -158,11 +161,11 @@ def main() -> int:
                     rows.append(tvm_row(f"{prefix}untuned", subject, shapes, scratch, max(3, args.repeat // 4), expected, feeds, **common))
                     print(f"{name} {rows[-1]}", flush=True)
                 for budget in budgets:
-                    db = Path(scratch) / f"db{prefix.strip()}{budget}"
+                    db = Path(scratch) / f"db{prefix}{budget}"
                     rows.append(tvm_row(f"{prefix}tuned-{budget}", subject, shapes, scratch, args.repeat, expected, feeds, tune_trials=budget, tune_db=db, **common))
                     print(f"{name} {rows[-1]}", flush=True)
                 if budgets and not args.no_again:
-                    db = Path(scratch) / f"db{prefix.strip()}{budgets[-1]}"
+                    db = Path(scratch) / f"db{prefix}{budgets[-1]}"
                     rows.append(tvm_row(f"{prefix}tuned-{budgets[-1]}-again", subject, shapes, scratch, args.repeat, expected, feeds, tune_trials=budgets[-1], tune_db=db, **common))
                 partial = [*sections, (name, shapes, ort_ms, ort_int8_ms, rows)]
                 write(Path(args.out), partial, args, time.perf_counter() - started, load_start)  # partial results survive
