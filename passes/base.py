@@ -8,7 +8,10 @@ A pass is an ``onnx_ir`` in-place pass. Subclasses set:
   gives a validity predicate and a description. Values from a pipeline string arrive as text and are
   converted here, so an unknown option or a value of the wrong type fails when the pass is built;
 - ``lossless``: whether the pass promises numerically equivalent outputs (the verifier compares them);
-- ``call(model) -> PassResult``: the rewrite, reporting whether it modified the model.
+- ``call(model) -> PassResult``: the rewrite, reporting whether it modified the model;
+- lossy passes: ``intent(original) -> Intent | None``, the exact model the pass means to produce,
+  built from the model it was given by an independent construction (``passes.intent``); the pass
+  manager checks the produced model against it like a lossless pass.
 
 Passes count what they did in ``self.stats`` (a Counter shown in the report) and record nodes they
 left alone on purpose with ``self.note(...)`` (e.g. an op from an unknown custom domain).
@@ -93,6 +96,11 @@ class Pass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> PassResult:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def intent(self, original: ir.Model):
+        """The exact model this (lossy) pass means to produce from ``original``, a fresh copy of the
+        model it was given, as a ``passes.intent.Intent``; None when the pass states none."""
+        return None
 
     def options_text(self) -> dict[str, str]:
         """Options that differ from their defaults, as pipeline text."""

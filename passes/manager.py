@@ -7,7 +7,10 @@ Rules:
   equivalence, compares outputs with the pipeline's input model (``verify="each"``). ``verify="end"``
   checks structure after each pass and outputs only for the final model; ``verify="off"`` checks
   only the final model's structure.
-- A pass that raises, breaks structure or breaks equivalence is rolled back (the model before it is
+- A lossy pass that states an intent (``Pass.intent``: the exact model it means to produce, see
+  ``passes.intent``) is compared with that intent on the same feeds and tolerance (``verify="each"``);
+  the record says "verified" with the error, or the pass fails with the mismatch.
+- A pass that raises, breaks structure, breaks equivalence or misses its intent is rolled back (the model before it is
   restored) and named in its record; with ``strict=True`` (or ``verify="off"``, which keeps no copy to
   roll back to) the run stops with ``PassFailedError``.
 - Each pass run has a record: timing, whether it changed the model, its verification, statistics and
@@ -55,6 +58,9 @@ class PassRecord:
     rolled_back: bool = False
     failure: str | None = None
     error: dict[str, float] | None = None
+    # Lossy passes: "verified" (produced model matches the pass's intent), "not stated", or None.
+    intent: str | None = None
+    intent_error: dict[str, float] | None = None
     stats: dict[str, int] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
     before: dict[str, int] | None = None
@@ -179,6 +185,8 @@ class PassManager:
         if failure is None and modified and self.verify != "off":
             verify_started = time.perf_counter()
             failure, record.error = self._verify(pass_, model)
+            if failure is None and not pass_.lossless and self.verify == "each" and self._reference is not None:
+                failure = self._verify_intent(pass_, model, snapshot, record)
             record.failure = failure
             record.verify_seconds = time.perf_counter() - verify_started
         record.stats = dict(pass_.stats)
@@ -200,6 +208,28 @@ class PassManager:
             instrument.after_pass(pass_, model, record)
         self._records.append(record)
         return model, record
+
+    def _verify_intent(self, pass_, model: ir.Model, snapshot, record: PassRecord) -> str | None:
+        from passes import intent as intents
+
+        try:
+            intent = pass_.intent(ir.serde.deserialize_model(snapshot))
+        except GraphpressError as exc:
+            return f"could not build its intent: {exc}"
+        if intent is None:
+            record.intent = "not stated"
+            return None
+        try:
+            error = intents.compare(intent, model, self._reference.feeds)
+        except GraphpressError as exc:
+            return f"intent check failed: {exc}"
+        record.intent_error = error
+        if not self._reference.passes(error):
+            return (f"does not compute its intent ({intent.construction}): max relative error "
+                    f"{error.get('max_rel', float('inf')):.3g} > {self.tolerance:g}, max absolute error "
+                    f"{error.get('max_abs', float('inf')):.3g} > {self.atol:g}")
+        record.intent = "verified"
+        return None
 
     def _verify(self, pass_, model: ir.Model) -> tuple[str | None, dict[str, float] | None]:
         problems = structural_problems(model)

@@ -5,6 +5,7 @@ A preset is pipeline text; ``passes.pipeline`` parses it where the name is used.
 
 FOLD_PASSES = [
     "fold-constants",
+    "fold-shapes",
     "eliminate-noop",
     "merge-consecutive",
     "fold-batchnorm",

@@ -31,6 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import machine_load  # noqa: E402  (tools/, the script's folder)
 
 TASKS = {"ppocr-rec": "rec", "ppocr-det": "det"}
 ACCURACY_KEY = {"rec": "char_accuracy", "det": "f_score"}
@@ -145,6 +146,7 @@ def main() -> int:
 
     rows = []
     out = Path(args.out)
+    args.load = (machine_load.snapshot(), None)
     for name in args.models.split(","):
         base = load(name)
         cal = calibration(name, base, args.calib + args.holdout)
@@ -170,6 +172,8 @@ def main() -> int:
             print(json.dumps(row, default=float), flush=True)
             out.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=float))
             out.write_text(render(rows, args))
+    args.load = (args.load[0], machine_load.snapshot())
+    out.write_text(render(rows, args))
     return 0
 
 
@@ -190,6 +194,7 @@ def render(rows: list[dict], args) -> str:
         f"and pruned run alternately {args.repeats} times each, medians (`base ms` is the original measured next to "
         "that row). `lat/MAC` = (1 - latency ratio) / (1 - MAC ratio): the share of the MAC reduction that shows up "
         "as measured speed (target: at least 0.7).",
+        machine_load.describe(*args.load),
         "",
         "| model | target | importance | refit | MACs (M) | params (K) | SQNR dB | cosine | top-1 agr. | accuracy | latency ms | base ms | lat/MAC | pass s |",
         "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -32,6 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import machine_load  # noqa: E402  (tools/, the script's folder)
 
 OCR = {"rec": "ppocr-rec", "cls": "ppocr-cls", "det": "ppocr-det"}
 BUILDERS = ("mobilenetv2", "resnet50")
@@ -221,6 +222,7 @@ def int8_stem(method: str) -> str:
 def retime(folder: Path, out: Path, runs: int) -> None:
     """Measure the latency of the int8 models of an earlier run again (kept with ``--keep``), e.g. on
     a quieter machine; accuracy, size and time to quantize stay as that run measured them."""
+    retime_start = machine_load.snapshot()
     data = json.loads(out.with_suffix(".json").read_text())
     for model_key, rows in data["int8"].items():
         paths = {row["method"]: folder / (f"{model_key}.float.onnx" if row["method"] == "float" else f"{model_key}.{int8_stem(row['method'])}.onnx") for row in rows if "error" not in row}
@@ -229,6 +231,7 @@ def retime(folder: Path, out: Path, runs: int) -> None:
             row["latency_ms"] = timed.get(row["method"])
         print(model_key, "latency ms", {k: round(v, 2) for k, v in timed.items()}, flush=True)
     data["meta"]["runs"] = runs
+    data["meta"]["retime_load"] = [retime_start, machine_load.snapshot()]
     data["meta"]["retimed"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     meta = data.pop("meta")
     out.write_text(markdown(data, meta) + "\n")
@@ -309,8 +312,10 @@ def markdown(results: dict, meta: dict) -> str:
              "Calibration: seed 1 (32 samples; det 8; builders 16 random images). "
              f"Latency: ORT, 2 threads, no spinning, all graph optimizations, median of {meta.get('runs', 30)} interleaved rounds. "
              "Peak memory: the quantizing process's max RSS, interpreter and imports included.", ""]
+    if meta.get("load"):
+        lines[-1:] = [machine_load.describe(*meta["load"]), ""]
     if meta.get("retimed"):
-        lines[-1:] = [f"Latency re-measured with `--retime` on {meta['retimed']} from the kept models, on the same machine while "
+        lines[-1:] = [*([machine_load.describe(*meta["retime_load"])] if meta.get("retime_load") else []), f"Latency re-measured with `--retime` on {meta['retimed']} from the kept models, on the same machine while "
                       "nothing else ran (the quantizing run shared the machine with other benchmarks); every other column is from the quantizing run.", ""]
     for model_key, rows in results.get("int8", {}).items():
         lines += [f"### int8: {model_key}", "", "| method | accuracy | latency ms | speed-up | size KB | quantize s | peak MB |", "|---|---|---|---|---|---|---|"]
@@ -366,7 +371,7 @@ def main() -> None:
     except ImportError:
         args.no_nncf = True
     meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
-            "runs": args.runs}
+            "runs": args.runs, "load": [machine_load.snapshot()]}
     if args.skip_lowbit:
         args.low_bit_models = ""
     results: dict = {"int8": {}, "low_bit": {}}
@@ -380,6 +385,7 @@ def main() -> None:
                 float_model(model_key, folder)
             results["low_bit"][model_key] = bench_low_bit(model_key, folder, args.n_det)
     out = Path(args.out)
+    meta["load"].append(machine_load.snapshot())
     out.write_text(markdown(results, meta) + "\n")
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, **results}, indent=1, default=str))
 

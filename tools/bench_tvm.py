@@ -37,6 +37,7 @@ from backends import compile_model  # noqa: E402
 from backends.numeric_check import compare_outputs  # noqa: E402
 from backends.tolerance import check_library  # noqa: E402
 from ir import runtime  # noqa: E402
+import machine_load  # noqa: E402  (tools/, the script's folder)
 
 
 FOLDED: dict[str, str] = {}
@@ -138,7 +139,7 @@ def main() -> int:
     args = parser.parse_args()
     budgets_for = budget_table(args.budgets or ["64,256"])
     started = time.perf_counter()
-    load_start = os.getloadavg()
+    load_start = machine_load.snapshot()
     sections = []
     for name in args.models.split(","):
         model, shapes = load_model(name)
@@ -185,15 +186,13 @@ def budget_table(specs: list[str]) -> dict[str, list[int]]:
 
 def write(path: Path, sections, args, seconds, load_start) -> None:
     versions = {p: metadata.version(p) for p in ("apache-tvm", "apache-tvm-ffi", "onnxruntime", "xgboost-cpu")}
-    load_end = os.getloadavg()
     repeat = args.repeat
     lines = [
         "## TVM: ONNX Runtime vs untuned vs MetaSchedule-tuned (CPU), float and int8",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; Python {platform.python_version()}; "
         + ", ".join(f"{k} {v}" for k, v in versions.items()) + f". TVM target: `{args.target}`.",
-        f"Load average (1/5/15 min) at the start: {' / '.join(f'{v:.1f}' for v in load_start)}; at the end: "
-        f"{' / '.join(f'{v:.1f}' for v in load_end)} (the machine is shared: timings are noisy, ratios use interleaved measurements).",
+        machine_load.describe(load_start, machine_load.snapshot()),
         f"Written by `tools/bench_tvm.py` in one run of {seconds / 60:.1f} min. Latency: median of {repeat} runs "
         "(untuned: fewer) after a warm-up, one random input, all cores for both; ONNX Runtime is measured again right after each TVM library "
         "(float rows: ONNX Runtime float; int8 rows: ONNX Runtime on the same QDQ model) and the ratio uses that measurement. "

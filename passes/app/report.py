@@ -91,6 +91,11 @@ def write_markdown(report: dict[str, Any]) -> str:
         stats = ", ".join(f"{k}: {v}" for k, v in record["stats"].items() if v)
         verdict = f"ROLLED BACK: {record['failure']}" if record["rolled_back"] else (
             f"ok (max rel {_number(record['error']['max_rel'])})" if record.get("error") else pass_verdict(record) or "structure ok")
+        if record.get("intent") == "verified" and not record["rolled_back"]:
+            intent = f"intent verified (max rel {_number((record.get('intent_error') or {}).get('max_rel'))})"
+            verdict = intent if verdict == "structure ok" else f"{intent}; {verdict}"
+        elif record.get("intent") == "not stated" and not record["rolled_back"]:
+            verdict = f"{verdict}, intent not stated"
         nodes = (record.get("after") or {}).get("nodes")
         lines.append(f"| `{record['text']}` | {record['iteration']} | {'yes' if record['modified'] else 'no'} | {record['seconds']:.3f} | {record['verify_seconds']:.3f} | {_number(nodes)} | {stats} | {verdict} |")
     unchanged = sorted({r["text"] for r in report["passes"]} - {r["text"] for r in report["passes"] if r["modified"]})

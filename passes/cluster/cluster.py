@@ -13,6 +13,8 @@ Rules:
 - A weight shared by several nodes is clustered once. Stats report float bytes, index bytes and the
   Huffman-coded size of the indices (plus the codebooks); the output error on calibration data
   (SQNR, cosine) is noted.
+- Intent (``passes.intent``): the original with each clustered weight replaced by
+  ``codebook[index]``, computed in numpy, whatever graph decodes it.
 """
 
 from __future__ import annotations
@@ -52,8 +54,17 @@ class ClusterPass(Pass):
     Options = ClusterOptions
     lossless = False
 
+    def intent(self, original: ir.Model):
+        from passes.intent import Intent, substitute_weights
+
+        return Intent(substitute_weights(original, self._intended), "original with each weight replaced by codebook[index]")
+
     def call(self, model: ir.Model) -> PassResult:
         from ir import io
+
+        self._intended: dict[tuple[int, int], np.ndarray] = {}
+        positions = {node: i for i, node in enumerate(model.graph)}
+        decoded: dict[str, np.ndarray] = {}
 
         reference = io.copy_model(model) if self.context is not None and getattr(self.context, "calibration", None) else None
         writer = GraphWriter(model.graph, "cluster")
@@ -66,6 +77,7 @@ class ClusterPass(Pass):
             value = node.inputs[1]
             if value.name in done:
                 node.replace_input_with(1, done[value.name])
+                self._intended[(positions[node], 1)] = decoded[value.name]
                 self.layers.append(layer_row(node, action, costs[node]))
                 continue
             weight = constant_array(value)
@@ -75,7 +87,8 @@ class ClusterPass(Pass):
                 self.skipped.append((node.name or node.outputs[0].name, f"weight of {weight.size} values, fewer than min_size={self.options.min_size}"))
                 continue
             self.layers.append(layer_row(node, action, costs[node]))
-            replacement = self._cluster(writer, value.name or "weight", weight)
+            replacement, decoded[value.name] = self._cluster(writer, value.name or "weight", weight)
+            self._intended[(positions[node], 1)] = decoded[value.name]
             done[value.name] = replacement
             node.replace_input_with(1, replacement)
         for name, value in list(model.graph.initializers.items()):
@@ -87,7 +100,8 @@ class ClusterPass(Pass):
             self._report_error(reference, model)
         return PassResult(model, modified=bool(done))
 
-    def _cluster(self, writer: GraphWriter, base: str, weight: np.ndarray) -> ir.Value:
+    def _cluster(self, writer: GraphWriter, base: str, weight: np.ndarray) -> tuple[ir.Value, np.ndarray]:
+        """The value the layer reads instead of ``weight``, and the weight it means: codebook[index]."""
         k = self.options.clusters
         rows = weight.reshape(weight.shape[0], -1) if self.options.per_channel else weight.reshape(1, -1)
         codebook = np.zeros((rows.shape[0], k), dtype=weight.dtype)
@@ -104,19 +118,20 @@ class ClusterPass(Pass):
         self.stats["index bytes (uint8)"] += indices.size + codebook.nbytes
         huffman_bits = sum(coded_bits(row, k) for row in indices)
         self.stats["Huffman-coded bytes (indices + codebooks)"] += -(-huffman_bits // 8) + codebook.nbytes
+        intended = np.stack([codebook[r][indices[r]] for r in range(rows.shape[0])]).reshape(weight.shape).astype(weight.dtype)
         if self.options.mode == "float":
             shared = np.take_along_axis(codebook, indices.astype(np.int64), axis=1).reshape(weight.shape)
-            return writer.constant(f"{base}_clustered", shared.astype(weight.dtype))
+            return writer.constant(f"{base}_clustered", shared.astype(weight.dtype)), intended
         dtype = ir.DataType.from_numpy(weight.dtype)
         index_value = writer.constant(f"{base}_indices", indices if self.options.per_channel else indices.reshape(weight.shape))
         wide = writer.node("Cast", [index_value], base, ir.DataType.INT32, index_value.shape, {"to": int(ir.DataType.INT32)})
         if not self.options.per_channel:
             table = writer.constant(f"{base}_codebook", codebook.reshape(-1))
-            return writer.node("Gather", [table, wide], base, dtype, ir.Shape(weight.shape))
+            return writer.node("Gather", [table, wide], base, dtype, ir.Shape(weight.shape)), intended
         table = writer.constant(f"{base}_codebook", codebook)
         gathered = writer.node("GatherElements", [table, wide], base, dtype, ir.Shape(indices.shape), {"axis": 1})
         shape = writer.constant(f"{base}_shape", np.array(weight.shape, np.int64))
-        return writer.node("Reshape", [gathered, shape], base, dtype, ir.Shape(weight.shape))
+        return writer.node("Reshape", [gathered, shape], base, dtype, ir.Shape(weight.shape)), intended
 
     def _report_error(self, reference: ir.Model, model: ir.Model) -> None:
         feeds = self.context.calibration.take(4)

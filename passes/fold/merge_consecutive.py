@@ -17,6 +17,13 @@ Rules:
   pair becomes a single Reshape to the shape B computes from it (unless that has a zero dimension).
 - ``Slice -> Squeeze``: a Slice of one element along one axis (constant bounds, step 1, known size),
   whose axis the Squeeze then removes, is a ``Gather`` of that index.
+- A ``Transpose`` that moves only dimensions of size 1 (the others, unknown ones included, keep their
+  order) leaves the data's flat order as it is: it merges like a view op, as the first node before a
+  Reshape (a ``0`` in the Reshape's target at an axis the Transpose moved is spelled out from the
+  known dimension, refused when unknown) and on either side of the pairs above that need static shapes.
+- ``Slice -> Slice`` on disjoint axes (constant parameters, opset 10+): the second Slice takes the
+  first's axes too and reads its input. Applied when every consumer of the first Slice is such a
+  Slice (one node fewer, even when it feeds several); the first then goes.
 
 Result shapes are computed from the intermediate's static shape, never read from B's output: a graph
 output's declared shape may be wrong, and ONNX Runtime does not check it.
@@ -84,15 +91,19 @@ class MergeConsecutivePass(Pass):
         pair = (first.op_type, second.op_type)
         if pair == ("Transpose", "Transpose"):
             return self._merge_transposes(graph, first, second)
+        if pair == ("Slice", "Slice"):
+            return "Slice->Slice merged" if self._merge_slices(graph, first, second) else None
         if pair in (("Unsqueeze", "Squeeze"), ("Squeeze", "Unsqueeze")) and self._cancel(graph, first, second):
             return f"{first.op_type}->{second.op_type} cancelled"
         if not is_private(data):  # second is then its only consumer
             return None
         if pair in (("Squeeze", "Squeeze"), ("Unsqueeze", "Unsqueeze")) and self._combine_axes(graph, first, second):
             return f"{first.op_type}->{second.op_type} merged"
-        if first.op_type in _VIEW_OPS and second.op_type == "Reshape" and self._merge_into_reshape(graph, first, second):
+        first_views = first.op_type in _VIEW_OPS or _moves_only_ones(first)
+        if first_views and second.op_type == "Reshape" and self._merge_into_reshape(graph, first, second):
             return f"{first.op_type}->Reshape merged"
-        if first.op_type in _VIEW_OPS and second.op_type in _VIEW_OPS and self._replace_by_reshape(graph, first, second):
+        second_views = second.op_type in _VIEW_OPS or _moves_only_ones(second)
+        if first_views and second_views and self._replace_by_reshape(graph, first, second):
             return f"{first.op_type}->{second.op_type} merged into Reshape"
         if pair == ("Slice", "Squeeze") and self._slice_to_gather(graph, first, second):
             return "Slice->Squeeze merged into Gather"
@@ -167,7 +178,7 @@ class MergeConsecutivePass(Pass):
             _rewire_and_drop(graph, first, second)
             return True
         # A 0 copies a dimension of the intermediate: spell the result's dimensions out instead.
-        dims = self._result_dims(second, first)
+        dims = self._result_dims(second, first) or _spelled_out(target, first)
         if dims is None:
             return False
         value = add_constant(graph, self._names, np.array(dims, dtype=np.int64), f"{name_base(second)}_shape", second)
@@ -191,6 +202,38 @@ class MergeConsecutivePass(Pass):
             return None
         dims = _view_result(second, middle, self._raw_axes(second) if second.op_type != "Flatten" else None)
         return None if dims is None or 0 in dims else dims
+
+    # Slice -> Slice ----------------------------------------------------------------------------------
+
+    def _merge_slices(self, graph: GraphLike, first: ir.Node, second: ir.Node) -> bool:
+        if self._opset < 10 or first.outputs[0].is_graph_output():
+            return False
+        rank = rank_of(first.inputs[0])
+        inner = slice_params(first, self._opset, rank)
+        if inner is None:
+            return False
+        consumers = [use.node for use in first.outputs[0].uses()]
+        for consumer in consumers:
+            if consumer.op_type != "Slice" or not is_standard_domain(consumer) or consumer.graph is not first.graph:
+                return False
+            if any(use.node is consumer and use.idx != 0 for use in first.outputs[0].uses()):
+                return False
+            outer = slice_params(consumer, self._opset, rank)
+            if outer is None or set(outer[2]) & set(inner[2]):
+                return False
+        outer = slice_params(second, self._opset, rank)
+        parameters = [a + b for a, b in zip(inner, outer)]
+        inputs = [first.inputs[0]]
+        for values, part in zip(parameters, ("starts", "ends", "axes", "steps")):
+            inputs.append(add_constant(graph, self._names, np.array(values, dtype=np.int64), f"{name_base(second)}_{part}", second))
+        for index, value in enumerate(inputs):
+            if index < len(second.inputs):
+                second.replace_input_with(index, value)
+            else:
+                second.resize_inputs(index + 1)
+                second.replace_input_with(index, value)
+        remove_if_unused(graph, first)
+        return True
 
     # Slice -> Squeeze --------------------------------------------------------------------------------
 
@@ -224,8 +267,45 @@ class MergeConsecutivePass(Pass):
         return True
 
 
+def _moves_only_ones(node: ir.Node) -> bool:
+    """A Transpose whose dimensions other than known 1s keep their order: the flat order is unchanged."""
+    if node.op_type != "Transpose" or not is_standard_domain(node):
+        return False
+    dims, perm = known_dims(node.inputs[0]), transpose_perm(node)
+    if dims is None or perm is None or sorted(perm) != list(range(len(dims))):
+        return False
+    moved = [axis for axis in perm if dims[axis] != 1]
+    return moved == sorted(moved)
+
+
+def _spelled_out(target: list[int], first: ir.Node) -> list[int] | None:
+    """A Reshape target whose 0s copied dimensions of ``first``'s output, made to read ``first``'s input
+    instead: a 0 stays where a Transpose leaves the axis in place, and becomes the known dimension
+    elsewhere; None when one is unknown."""
+    if first.op_type != "Transpose":
+        return None
+    perm, dims = transpose_perm(first), known_dims(first.outputs[0])
+    if perm is None or dims is None:
+        return None
+    result = []
+    for axis, want in enumerate(target):
+        if want != 0:
+            result.append(want)
+        elif axis < len(dims) and dims[axis] is not None and dims[axis] > 0:
+            result.append(dims[axis])
+        elif axis < len(perm) and perm[axis] == axis:
+            result.append(0)
+        else:
+            return None
+    return result
+
+
 def _view_result(node: ir.Node, dims: list[int], axes: list[int] | None) -> list[int] | None:
-    """The output shape of a Reshape/Flatten/Squeeze/Unsqueeze applied to a tensor of shape ``dims``."""
+    """The output shape of a Reshape/Flatten/Squeeze/Unsqueeze (or a Transpose) applied to a tensor of
+    shape ``dims``."""
+    if node.op_type == "Transpose":
+        perm = transpose_perm(node)
+        return [dims[axis] for axis in perm] if perm is not None and len(perm) == len(dims) else None
     if node.op_type == "Flatten":
         axis = node.attributes.get_int("axis", 1)
         axis = axis + len(dims) if axis < 0 else axis

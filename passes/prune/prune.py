@@ -23,7 +23,8 @@ Rules:
 - The first ``calib`` calibration feeds drive importance and reconstruction; the next ``holdout``
   feeds (when there are any) measure the output error against the unpruned model: SQNR, cosine and
   top-1 agreement go to the notes and ``self.fidelity``.
-The pass is lossy. ``self.layers`` has a row per layer that lost channels (its outputs: a producer
+The pass is lossy; its intent (``passes.prune.intent``) is the original with the removed channels'
+consumer weights zeroed and the refitted weights substituted. ``self.layers`` has a row per layer that lost channels (its outputs: a producer
 of the group; its inputs: a consumer), with the group, its channels before (``channels``) and after
 (``kept``), the criterion (``why``) and, for refit layers, the refit's errors (``refit``);
 ``self.skipped`` names the groups left whole and why; the statistics hold the cost model's MACs and
@@ -45,6 +46,7 @@ from ir.errors import UsageError
 from passes.base import Pass, PassResult, layer_costs, layer_name, layer_row, register
 from passes.prune import importance as imp
 from passes.prune.apply import remove_channels
+from passes.prune.intent import PruneIntent, Refit
 from passes.prune.reconstruct import bias_of, flat_weight, has_bias_input, refit_layers, write_layer
 from passes.prune.selection import CostModel, select
 
@@ -89,9 +91,19 @@ class PruneChannelsPass(Pass):
         if self.options.uniform and targets != ["ratio"]:
             raise UsageError("pass 'prune': uniform=true needs ratio=")
         self.target = targets[0]
+        self._intent: PruneIntent | None = None
+
+    def intent(self, original: ir.Model):
+        from passes.intent import Intent
+
+        if self._intent is None:
+            return None
+        refit = " and refitted weights substituted" if self._intent.refits else ""
+        return Intent(self._intent.build(original), f"original with removed channels' consumer weights zeroed{refit}")
 
     def call(self, model: ir.Model) -> PassResult:
         opts = self.options
+        self._intent = None
         analysis = channel_groups.analyze(model)
         groups = self._prunable(analysis)
         self.stats["groups"] = len([g for g in analysis.groups() if g.producers])
@@ -114,10 +126,16 @@ class PruneChannelsPass(Pass):
         consumers = {a.node for g in groups if g.id in keep for a in g.consumers}
         kept_outputs = {a.node: channel_groups.kept_indices(a.layout, keep, analysis.root)
                         for a in analysis.actions if a.kind == "output" and a.node in consumers}
+        self._intent = PruneIntent.record(model, analysis, keep)
+        positions = {node: i for i, node in enumerate(model.graph)}
         removed = remove_channels(model, analysis, keep)
         self.stats["channels removed"] = removed
         self.stats["groups pruned"] = len(keep)
+        self._refit_nodes: list[ir.Node] = []
         refits = self._reconstruct(original, model, consumers, feeds, kept_outputs) if opts.reconstruct else {}
+        for node in self._refit_nodes:
+            weight = flat_weight(node)
+            self._intent.refits[positions[node]] = Refit(weight, bias_of(node, weight.shape[0]) if has_bias_input(node) else None)
         self._layer_rows(groups, keep, criterion, costs_before, layer_costs(model), refits)
         if holdout:
             self._measure(original, model, holdout)
@@ -242,6 +260,8 @@ class PruneChannelsPass(Pass):
                 weight = flat_weight(done)
                 bias = bias_of(done, weight.shape[0]) if has_bias_input(done) else None
                 write_layer(back[done], weight, bias)
+        # the nodes of ``model`` that now hold refitted weights (the intent substitutes them)
+        self._refit_nodes = [back[done] for done in result.written] if candidate is not model else list(result.written)
         self.stats["layers refit"] = result.layers
         return refits
 

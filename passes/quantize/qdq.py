@@ -96,6 +96,9 @@ def symmetric_weight(weight: np.ndarray, axis: int | None, bits: int = 8, minimu
     scale = np.where(peak > 0, peak / levels, 1.0)
     if minimum_scale is not None:
         scale = np.maximum(scale, minimum_scale)
+    # Levels nearest to w for the scale the model stores (float32), not for the unrounded one: they
+    # differ where w / scale is within float32 rounding of a half-way point.
+    scale = scale.astype(np.float32).astype(np.float64)
     shaped = scale if axis is None else scale.reshape([-1 if i == axis else 1 for i in range(w.ndim)])
     q = np.clip(np.round(w / shaped), -levels, levels).astype(np.int8)
     return q, scale.astype(np.float32)

@@ -19,6 +19,8 @@ Rules (details in ``planner``):
 - Every node left in float is noted with its reason; the output SQNR, cosine and top-1 agreement
   against the float model on calibration data are noted (the error the pass introduced).
 - Without calibration data the pass calibrates on generated random inputs and says so.
+- Intent (``passes.quantize.intent``): the original with float fake quantization on every activation
+  the QDQ model quantizes and its weights, biases and constant operands rounded in numpy.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Literal
 
 import onnx_ir as ir
 
-from ir import fidelity
+from ir import fidelity, io
 from ir.errors import InvalidModelError
 from passes.base import Pass, PassResult, layer_costs, layer_row, register
 from passes.quantize import qdq, sensitivity
@@ -79,8 +81,21 @@ class QuantizePass(Pass):
     Options = QuantizeOptions
     lossless = False
 
+    def intent(self, original: ir.Model):
+        from passes.intent import Intent
+        from passes.quantize import intent
+
+        if self._produced is None:
+            return None
+        if self._raised:
+            qdq.raise_opset(original, 13)
+        model = intent.build(original, self._produced, self._float_source)
+        return Intent(model, "original with float fake quantization at the QDQ placement")
+
     def call(self, model: ir.Model) -> PassResult:
         opts = self.options
+        self._produced = self._float_source = None
+        self._raised = False
         feeds = self._feeds(model)
         quantizer = quantizer_for(model, opts)
         if not quantizer.layers:
@@ -89,6 +104,7 @@ class QuantizePass(Pass):
         if opts.per_channel:
             try:
                 if self._raise_opset(model):
+                    self._raised = True
                     quantizer = quantizer_for(model, opts)
             except InvalidModelError as exc:
                 self.note(f"per-tensor weights: {exc}")
@@ -111,6 +127,9 @@ class QuantizePass(Pass):
             kept = []
             quantized = quantizer.build()
         self._report(quantizer, quantized, check, kept)
+        self._produced = quantized
+        # the float model with corrected biases; copied: ``model`` gets the quantized graph below
+        self._float_source = io.copy_model(quantizer.model) if opts.bias_correction else None
         opsets = dict(quantized.opset_imports)
         model.graph = quantized.graph
         model.opset_imports.update(opsets)

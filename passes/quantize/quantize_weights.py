@@ -20,6 +20,9 @@ Rules:
   why; the opset is raised to 21 only when some layer keeps that form. ``format=dequantize``
   (default) is standard ONNX only.
 - The output error on calibration data is noted.
+- Intent (``passes.intent``): the original (at the raised opset) with each weight replaced by its
+  levels times their block scales, computed in numpy, whatever storage (DequantizeLinear + Reshape,
+  MatMulNBits) the layer got.
 """
 
 from __future__ import annotations
@@ -83,12 +86,22 @@ class QuantizeWeightsPass(Pass):
     Options = WeightOnlyOptions
     lossless = False
 
+    def intent(self, original: ir.Model):
+        from passes.intent import Intent, substitute_weights
+
+        if self._raised_to:
+            qdq.raise_opset(original, self._raised_to)
+        return Intent(substitute_weights(original, self._intended), "original with dequantized weights (levels x block scales)")
+
     def call(self, model: ir.Model) -> PassResult:
+        self._intended: dict[tuple[int, int], np.ndarray] = {}
+        self._raised_to = None
         if not _layers(model):
             return PassResult(model, modified=False)
         before = qdq.default_opset(model)
         try:
             if any(map(self._keeps_dequantize, _layers(model))) and qdq.raise_opset(model, 21):
+                self._raised_to = 21
                 self.note(f"opset raised from {before} to 21: block-wise int4 DequantizeLinear")
         except InvalidModelError as exc:
             self.note(f"not quantized: {exc}")
@@ -103,6 +116,8 @@ class QuantizeWeightsPass(Pass):
         gptq_rounding = self.options.rounding == "gptq" and not self.options.per_channel_levels
         hessians = input_moments(model, layers, feeds) if gptq_rounding else {}
         writer = qdq.GraphWriter(model.graph, self.name)
+        positions = {node: i for i, node in enumerate(model.graph)}
+        self._position = positions
         for node in layers:
             self._quantize(writer, node, hessians.get(node))
         for name, value in list(model.graph.initializers.items()):
@@ -139,6 +154,7 @@ class QuantizeWeightsPass(Pass):
             q, scales = gptq.round_to_nearest(flat, opts.bits, opts.block_size)
             self.stats["layers rounded to nearest"] += 1
         base = node.inputs[1].name or f"{node.outputs[0].name}_weight"
+        self._intended[(self._position[node], 1)] = _dequantized(node, weight.shape, q, scales, block_size)
         self.stats["float bytes"] += weight.nbytes
         if opts.format == "matmulnbits":
             reason = matmulnbits.unsupported(node, opts.bits, opts.per_channel_levels)
@@ -168,6 +184,17 @@ class QuantizeWeightsPass(Pass):
         value = ir.Value(name=name, type=ir.TensorType(tensor.dtype), shape=ir.Shape(tensor.shape), const_value=tensor)
         writer.graph.register_initializer(value)
         return value
+
+
+def _dequantized(node: ir.Node, shape, q: np.ndarray, scales: np.ndarray, block_size: int) -> np.ndarray:
+    """The float weight the layer means: each level times its block's scale, in the weight's own layout
+    (``q`` is ``[outputs, features]``, ``scales`` ``[outputs, blocks]``)."""
+    flat = q.astype(np.float32) * np.repeat(scales.astype(np.float32), block_size, axis=1)[:, : q.shape[1]]
+    if node.op_type == "Conv":
+        return flat.reshape(shape)
+    if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
+        return flat
+    return np.ascontiguousarray(flat.T)
 
 
 def input_moments(model: ir.Model, layers: list[ir.Node], feeds: list) -> dict[ir.Node, np.ndarray]:

@@ -257,9 +257,10 @@ def test_onnxruntime_evaluates_what_the_reference_evaluator_cannot(monkeypatch):
 def test_real_ppocr_recognizer_shape_chains_fold_once_the_input_shape_is_fixed():
     model = real_model("ppocr-rec")
     before = io.copy_model(model)
+    constant_nodes = op_counts(before).get("Constant", 0)
     rewrite = create("fold-constants")
     assert rewrite(model).modified
     counts = op_counts(model)
     assert "Constant" not in counts and "Shape" not in counts and "Cast" not in counts
-    assert rewrite.stats["constants lifted"] == 420
+    assert constant_nodes > 0 and rewrite.stats["constants lifted"] == constant_nodes  # every one, once
     assert_same_outputs(before, model)

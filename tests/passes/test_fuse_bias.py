@@ -6,7 +6,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from conftest import apply_and_compare, apply_pass, op_counts, weights_model_text
+from conftest import apply_and_compare, apply_pass, assert_same_outputs, op_counts, weights_model_text
 from passes.base import create
 
 RNG = np.random.default_rng(2)
@@ -86,10 +86,40 @@ def test_matmul_with_a_non_constant_weight_becomes_gemm_too():
     assert error < 1e-5
 
 
+def test_batched_matmul_and_bias_between_reshapes_become_one_gemm_and_fewer_nodes():
+    # x [8,3] viewed as [2,4,3], projected to [2,4,5] plus a bias, then flattened back to [8,5].
+    weights = {"w": RNG.standard_normal((3, 5)), "a": RNG.standard_normal(5),
+               "s3": np.array([2, 4, 3]), "s2": np.array([8, 5])}
+    body = "v = Reshape (x, s3)\nt = MatMul (v, w)\nb = Add (t, a)\ny = Reshape (b, s2)"
+    text = weights_model_text("(float[8,3] x) => (float[8,5] y)", weights, body).replace("float[3] s3", "int64[3] s3").replace("float[2] s2", "int64[2] s2")
+    before, result, rewrite = apply_pass("fuse-bias", text)
+    assert rewrite.stats["batched matmul+add to gemm"] == 1
+    create("merge-consecutive")(result.model)
+    create("eliminate-noop")(result.model)
+    create("eliminate-dead")(result.model)
+    assert [n.op_type for n in result.model.graph] == ["Gemm"]  # the Reshapes cancel out entirely
+    assert_same_outputs(before, result.model, max_rel=1e-5)
+
+
+def test_batched_matmul_with_a_dynamic_batch_keeps_it_as_minus_one():
+    weights = {"w": RNG.standard_normal((3, 5)), "a": RNG.standard_normal(5), "s3": np.array([0, 4, 3])}
+    body = "v = Reshape (x, s3)\nt = MatMul (v, w)\ny = Add (t, a)"
+    text = weights_model_text("(float[N,12] x) => (float[N,4,5] y)", weights, body).replace("float[3] s3", "int64[3] s3")
+    before, result, rewrite = apply_pass("fuse-bias", text)
+    create("merge-consecutive")(result.model)
+    create("eliminate-dead")(result.model)
+    assert [n.op_type for n in result.model.graph] == ["Reshape", "Gemm", "Reshape"]
+    unflat = list(result.model.graph)[-1]
+    assert ir.convenience.get_const_tensor(unflat.inputs[1]).numpy().tolist() == [-1, 4, 5]
+    for n in (1, 3):
+        feed = {"x": RNG.standard_normal((n, 12)).astype(np.float32)}
+        assert_same_outputs(before, result.model, max_rel=1e-5, feeds=feed)
+
+
 # Where the rule must not fire --------------------------------------------------------------------
 
 
-def test_matmul_on_3d_input_is_left_alone():
+def test_matmul_on_3d_input_without_a_neighbouring_reshape_is_left_alone():
     weights = {"w": RNG.standard_normal((3, 5)), "a": RNG.standard_normal(5)}
     _, result, _ = fuse(weights_model_text("(float[2,4,3] x) => (float[2,4,5] y)", weights, "t = MatMul (x, w)\ny = Add (t, a)"))
     assert not result.modified

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import onnx_ir as ir
 import pytest
 
@@ -280,6 +281,94 @@ def test_slice_of_two_elements_is_not_a_gather():
     )
     _, result, _ = apply(text)
     assert not result.modified
+
+
+# --- Transpose moving only size-1 axes ------------------------------------------------------------------
+
+
+def test_transpose_moving_only_ones_then_reshape_reads_the_transpose_input():
+    # [T,2,1,H] -> [T,1,2,H] keeps the flat order (an LSTM's output, batch 1); T is dynamic.
+    text = model_text(
+        "a = Transpose <perm = [0, 2, 1, 3]> (x)\n b = Reshape(a, s)\n y = Relu(b)",
+        "float[T,2,1,4] x", "float[T,1,8] y", inits="int64[3] s = {0, 0, -1}",
+    )
+    before, result, merge = apply(text)
+    assert op_types(result.model) == ["Reshape", "Relu"]
+    reshape = next(iter(result.model.graph))
+    # The first 0 copies T, which the Transpose left in place; the second copied the moved 1.
+    assert reshape.inputs[0].name == "x" and ints_of(reshape.inputs[1]) == [0, 1, -1]
+    assert merge.stats == {"Transpose->Reshape merged": 1}
+    for steps in (1, 3):
+        feed = {"x": np.arange(steps * 8, dtype=np.float32).reshape(steps, 2, 1, 4)}
+        assert_same_outputs(before, result.model, feeds=feed)
+
+
+def test_transpose_that_reorders_real_axes_is_not_a_view():
+    text = model_text(
+        "a = Transpose <perm = [0, 2, 1]> (x)\n b = Reshape(a, s)\n y = Relu(b)",
+        "float[1,2,3] x", "float[6] y", inits="int64[1] s = {-1}",
+    )
+    _, result, _ = apply(text)
+    assert op_types(result.model) == ["Transpose", "Reshape", "Relu"]
+
+
+def test_unknown_dimension_counts_as_a_real_axis():
+    # Whether N is 1 is unknown: moving it past the 2 might reorder data.
+    text = model_text(
+        "a = Transpose <perm = [1, 0, 2]> (x)\n b = Reshape(a, s)\n y = Relu(b)",
+        "float[N,2,3] x", "float[K] y", inits="int64[1] s = {-1}",
+    )
+    _, result, _ = apply(text)
+    assert op_types(result.model) == ["Transpose", "Reshape", "Relu"]
+
+
+def test_unsqueeze_then_transpose_of_ones_becomes_one_reshape():
+    text = model_text(
+        "a = Unsqueeze(x, ax)\n b = Transpose <perm = [1, 0, 2]> (a)\n y = Relu(b)",
+        "float[2,3] x", "float[2,1,3] y", inits="int64[1] ax = {0}",
+    )
+    before, result, _ = apply(text)
+    assert op_types(result.model) == ["Reshape", "Relu"]
+    assert ints_of(next(iter(result.model.graph)).inputs[1]) == [2, 1, 3]
+    assert_same_outputs(before, result.model)
+
+
+# --- Slice -> Slice ----------------------------------------------------------------------------------------
+
+
+def test_slices_on_disjoint_axes_merge_into_each_consumer():
+    # YOLOv5's Focus layer: rows 0::2 then columns 0::2 and 1::2.
+    text = model_text(
+        "r = Slice(x, z, big, two, two)\n a = Slice(r, z, big, three, two)\n b = Slice(r, one, big, three, two)\n"
+        " y = Concat <axis = 1> (a, b)",
+        "float[1,3,4,6] x", "float[1,6,2,3] y",
+        inits="int64[1] z = {0}, int64[1] one = {1}, int64[1] two = {2}, int64[1] three = {3}, int64[1] big = {9223372036854775807}",
+    )
+    before, result, merge = apply(text)
+    assert op_types(result.model) == ["Slice", "Slice", "Concat"]
+    first = next(iter(result.model.graph))
+    assert first.inputs[0].name == "x" and ints_of(first.inputs[3]) == [2, 3] and ints_of(first.inputs[4]) == [2, 2]
+    assert merge.stats == {"Slice->Slice merged": 2}
+    assert_same_outputs(before, result.model)
+
+
+def test_slices_on_the_same_axis_are_left_alone():
+    text = model_text(
+        "r = Slice(x, one, big, two)\n y = Slice(r, one, big, two)",
+        "float[2,3,8] x", "float[2,3,6] y", inits="int64[1] one = {1}, int64[1] two = {2}, int64[1] big = {100}",
+    )
+    _, result, _ = apply(text)
+    assert op_types(result.model) == ["Slice", "Slice"]
+
+
+def test_a_slice_with_another_consumer_is_not_merged():
+    text = model_text(
+        "r = Slice(x, z, one, zero)\n a = Slice(r, z, one, two)\n b = Relu(r)\n y = Add(a, b)",
+        "float[2,3,4] x", "float[1,3,4] y",
+        inits="int64[1] z = {0}, int64[1] one = {1}, int64[1] zero = {0}, int64[1] two = {2}",
+    )
+    _, result, _ = apply(text)
+    assert op_types(result.model).count("Slice") == 2
 
 
 # --- Names, custom ops, nothing to do ------------------------------------------------------------------
