@@ -72,6 +72,7 @@ class TuningRequest:
     trials: int
     database: Path | None = None
     progress: Callable[[int, int], None] | None = dataclasses.field(default=None, compare=False)
+    weight_prepack: bool = False  # let tuned schedules choose the weights' layout (backends.tuning)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,8 +137,10 @@ class CheckResult:
     """The built library against ONNX Runtime on the same deterministic random inputs.
 
     ``max_abs_error`` is the largest absolute difference over all outputs; ``max_rel_error`` is the
-    largest of each output's absolute difference divided by that output's largest magnitude. An
-    output passes when its absolute difference is at most ``atol + rtol * magnitude``.
+    largest of each output's absolute difference divided by that output's largest magnitude.
+    ``rule`` says how it was judged (``backends.tolerance``): ``float64`` (both against a float64
+    evaluation), ``int8`` (within one quantization step), or ``rtol/atol``: an output passes when its
+    absolute difference is at most ``atol + rtol * magnitude``.
     """
 
     max_abs_error: float
@@ -146,6 +149,26 @@ class CheckResult:
     rtol: float
     atol: float
     worst_output: str
+    rule: str = "rtol/atol"  # or "float64" / "int8" (backends.tolerance)
+    detail: str = ""
+    library_vs_exact: float | None = None
+    ort_vs_exact: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class IntegerSummary:
+    """How a build computes its Conv/MatMul/Gemm (``backends.int8_lowering``): in integers or in float.
+
+    ``by_op`` counts per Relax op and arithmetic (``"conv2d int"``); ``float_reasons`` gives
+    (reason, count) for the quantized-looking layers left in float and for the QDQ element-wise layers
+    (Add, pooling, ...) that keep float arithmetic; float layers of the ONNX model
+    that were never quantized count as ``float_ops`` without a reason.
+    """
+
+    integer_ops: int
+    float_ops: int
+    by_op: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    float_reasons: tuple[tuple[str, int], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +191,7 @@ class BuildResult:
     artifacts: tuple[Artifact, ...] = ()
     latency: Latency | None = None
     tuning: TuningSummary | None = None
+    integer: IntegerSummary | None = None
     details: Mapping[str, object] | None = None  # backend-specific report fields (the accelerator's)
 
 
@@ -189,12 +213,14 @@ class Backend(abc.ABC):
     def result(
         self, request: BuildRequest, library: Path, *, seconds: float, notes: Sequence[str], artifacts: Sequence[Artifact] = (),
         check: CheckResult | None = None, latency: Latency | None = None, tuning: TuningSummary | None = None,
+        integer: IntegerSummary | None = None,
     ) -> BuildResult:
         """The ``BuildResult`` of a library on disk; ``artifacts`` default to the library alone."""
         size = library.stat().st_size
         return BuildResult(
             target=request.target.text, library=library, size_bytes=size, compile_seconds=seconds, check=check, backend=self.label,
             notes=tuple(notes), artifacts=tuple(artifacts) or (Artifact("library", library, size),), latency=latency, tuning=tuning,
+            integer=integer,
         )  # fmt: skip
 
 

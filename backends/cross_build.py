@@ -24,6 +24,7 @@ from typing import Any
 
 from backends import arm_toolchain
 from backends.base import BuildRequest, BuildResult, CheckResult, register_backend
+from backends.int8_lowering import lower_to_integer
 from backends.tvm_build import TvmBackend, artifact, compile_module, export_library, import_onnx, import_tvm, measure_latency, tvm_target, write_manifest
 from ir.errors import BackendError
 
@@ -46,6 +47,7 @@ class TvmAarch64Backend(TvmBackend):
         target = tvm_target(tvm, request.target)
         start = time.perf_counter()
         module = import_onnx(tvm, request.model, request.input_shapes)
+        module, integer = lower_to_integer(tvm, module, notes, signed_activations=True)  # sdot: int8 x int8
         executable, tuning = compile_module(tvm, module, target, request, notes)
         from tvm.support import cc  # noqa: PLC0415 - needs tvm
 
@@ -57,17 +59,21 @@ class TvmAarch64Backend(TvmBackend):
         else:
             notes.append(f"runner not shipped: missing {'; '.join(toolchain.missing)}")
         seconds = time.perf_counter() - start
-        check = self._check(toolchain, request, library, notes) if request.check else None
+        check = self._check(toolchain, request, library, notes, integer.integer_ops > 0) if request.check else None
         latency = None
         if request.measure_repeat:
             latency = measure_latency(tvm, request, library, notes, runnable=False)
-        return self.result(request, library, seconds=seconds, notes=notes, artifacts=artifacts, check=check, latency=latency, tuning=tuning)
+        return self.result(
+            request, library, seconds=seconds, notes=notes, artifacts=artifacts, check=check, latency=latency, tuning=tuning, integer=integer
+        )
 
-    def _check(self, toolchain: Any, request: BuildRequest, library: Path, notes: list[str]) -> CheckResult | None:
+    def _check(
+        self, toolchain: Any, request: BuildRequest, library: Path, notes: list[str], integer: bool = False
+    ) -> CheckResult | None:
         if not toolchain.can_run:
             notes.append(f"check skipped: cannot run aarch64 code here (missing {'; '.join(toolchain.missing)})")
             return None
-        result = self.check(request, lambda inputs: arm_toolchain.run_under_qemu(toolchain, request.out_dir, library, inputs), notes)
+        result = self.check(request, lambda inputs: arm_toolchain.run_under_qemu(toolchain, request.out_dir, library, inputs), notes, integer=integer)
         if result is not None:
             notes.append("checked under qemu-aarch64-static against ONNX Runtime on this machine")
         return result

@@ -5,7 +5,8 @@ Rules (key ``host``: ``llvm`` without a foreign ``-mtriple``, and ``c``):
   goes through ``backends.tuning``; without it CPU builds carry a note that they are untuned.
 - The check loads the written library (what ships, not the in-memory module), runs ``main`` with
   ``relax.VirtualMachine`` on deterministic random inputs and compares with ONNX Runtime
-  (``backends.numeric_check``). It is skipped, with a note, when the library needs CPU features this
+  (``backends.tolerance``: the float rule, or the integer rule for a library computing in int8 after
+  ``backends.int8_lowering``). It is skipped, with a note, when the library needs CPU features this
   machine lacks (running it would kill the process with SIGILL) or ONNX Runtime cannot run the model.
 - ``measure_repeat`` > 0 measures ``main`` here (when this machine can run it) or on ``remote``.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import BuildRequest, BuildResult, CheckResult, register_backend
+from backends.int8_lowering import lower_to_integer
 from backends.tvm_build import (
     TvmBackend,
     captured_output,
@@ -46,20 +48,23 @@ class TvmHostBackend(TvmBackend):
             target = tvm_target(tvm, request.target)
         start = time.perf_counter()
         module = import_onnx(tvm, request.model, request.input_shapes)
+        module, integer = lower_to_integer(tvm, module, notes)
         executable, tuning = compile_module(tvm, module, target, request, notes)
         library = export_library(executable, request.out_dir, request.name, notes)
         seconds = time.perf_counter() - start
-        check = self._check(tvm, target, request, library, notes) if request.check else None
+        check = self._check(tvm, target, request, library, notes, integer.integer_ops > 0) if request.check else None
         latency = None
         if request.measure_repeat:
             latency = measure_latency(tvm, request, library, notes, runnable=not self._lacking(tvm, target, request, []))
-        return self.result(request, library, seconds=seconds, notes=notes, check=check, latency=latency, tuning=tuning)
+        return self.result(request, library, seconds=seconds, notes=notes, check=check, latency=latency, tuning=tuning, integer=integer)
 
     def _lacking(self, tvm: Any, target: Any, request: BuildRequest, notes: list[str]) -> list[str]:
         with captured_output("feature check", notes):
             return lacking_host_features(tvm, target) if request.target.kind == "llvm" else []
 
-    def _check(self, tvm: Any, target: Any, request: BuildRequest, library: Path, notes: list[str]) -> CheckResult | None:
+    def _check(
+        self, tvm: Any, target: Any, request: BuildRequest, library: Path, notes: list[str], integer: bool = False
+    ) -> CheckResult | None:
         lacking = self._lacking(tvm, target, request, notes)
         if lacking:
             notes.append(f"check skipped: the library uses CPU features this machine lacks ({', '.join(lacking)})")
@@ -71,7 +76,7 @@ class TvmHostBackend(TvmBackend):
             except Exception as exc:  # a runtime failure surfaces as TVMError or a plain RuntimeError
                 raise BackendError(f"the built library {library.name} failed to run: {first_line(exc)}") from exc
 
-        return self.check(request, run, notes)
+        return self.check(request, run, notes, integer=integer)
 
 
 register_backend(TvmHostBackend())

@@ -77,6 +77,10 @@ def report_dict(report: TargetReport) -> dict[str, Any]:
         check=None if result.check is None else dataclasses.asdict(result.check),
         latency_ms=None if result.latency is None else dataclasses.asdict(result.latency),
         tuning=None if result.tuning is None else {**dataclasses.asdict(result.tuning), "database": str(result.tuning.database or "")},
+        integer_ops=None if result.integer is None else result.integer.integer_ops,
+        float_ops=None if result.integer is None else result.integer.float_ops,
+        integer=None if result.integer is None else {
+            "by_op": dict(result.integer.by_op), "float_reasons": [list(r) for r in result.integer.float_reasons]},
         notes=list(result.notes),
     )
     if result.details is not None:
@@ -86,22 +90,23 @@ def report_dict(report: TargetReport) -> dict[str, Any]:
 
 def format_markdown(reports: Sequence[TargetReport]) -> str:
     lines = [
-        "| target | compiled | library size | artifacts | check vs ONNX Runtime | latency ms | notes |",
-        "|---|---|---|---|---|---|---|",
+        "| target | compiled | library size | artifacts | check vs ONNX Runtime | latency ms | Conv/MatMul int / float | notes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for report in reports:
         if report.result is None:
-            lines.append(f"| {report.target} | no | - | - | - | - | {report.error} |")
+            lines.append(f"| {report.target} | no | - | - | - | - | - | {report.error} |")
             continue
         result = report.result
         check = "skipped" if result.check is None else (
-            f"{'pass' if result.check.passed else 'FAIL'} (rel {result.check.max_rel_error:.1e})"
+            f"{'pass' if result.check.passed else 'FAIL'} ({result.check.rule}, rel {result.check.max_rel_error:.1e})"
         )  # fmt: skip
+        compute = "-" if result.integer is None else f"{result.integer.integer_ops} / {result.integer.float_ops}"
         latency = "-" if result.latency is None else f"{result.latency.median_ms:.3f} ({result.latency.where})"
         total = sum(a.size_bytes for a in result.artifacts) or result.size_bytes
         artifacts = f"{len(result.artifacts) or 1} files, {_size(total)}"
         notes = "; ".join(result.notes).replace("|", "/")
-        lines.append(f"| {report.target} | yes | {_size(result.size_bytes)} | {artifacts} | {check} | {latency} | {notes} |")
+        lines.append(f"| {report.target} | yes | {_size(result.size_bytes)} | {artifacts} | {check} | {latency} | {compute} | {notes} |")
     return "\n".join(lines) + "\n"
 
 

@@ -99,6 +99,7 @@ PRESETS: Mapping[str, str] = types.MappingProxyType(
         "c": "c",
         "x86-avx2": "llvm -mtriple=x86_64-linux-gnu -mcpu=haswell",
         "x86-avx512": "llvm -mtriple=x86_64-linux-gnu -mcpu=skylake-avx512",
+        "x86-vnni": "llvm -mtriple=x86_64-linux-gnu -mcpu=cascadelake",
         "arm-a72": "llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a72 -mattr=+neon",
         "rpi4": "llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a72 -mattr=+neon",
         "arm-a55": "llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a55 -mattr=+neon,+dotprod",

@@ -21,6 +21,11 @@ Rules:
 - A CPU target without ``-num-cores`` gets this machine's physical core count (MetaSchedule needs it).
 - The library is compiled with ``compile_relax``: tuned functions from the database, the rest with
   the default pipeline (DLight fallbacks on GPUs).
+- ``weight_prepack`` marks the constant weights of every fused function layout-free
+  (``AttachAttrLayoutFreeBuffers``) before tasks are extracted, so that MetaSchedule's ``RewriteLayout``
+  may store them in the layout its tiles read; after the database is applied, the rewrite is split
+  off (``SplitLayoutRewritePreproc``) and folded into the constants at compile time, so the library's
+  interface does not change (the weights are bound, not inputs).
 """
 
 from __future__ import annotations
@@ -60,13 +65,16 @@ def tune_and_compile(
     start = time.perf_counter()
     with _database_folder(tuning.database) as folder:
         database = ms.database.JSONDatabase(work_dir=str(folder))
-        tasks = ms.relax_integration.extract_tasks(_fused(tvm, module, target), target)
+        tasks = ms.relax_integration.extract_tasks(_fused(tvm, module, target, tuning.weight_prepack), target)
         pending = [task for task in tasks if not _has_record(database, task, target)]
         trials = 0
         if pending and tuning.trials > 0:
             trials = _tune(ms, pending, target, folder, database, tuning, remote, export)
         try:
-            executable = ms.relax_integration.compile_relax(database, module, target, params=None)
+            if tuning.weight_prepack:
+                executable = _compile_prepacked(tvm, database, module, target)
+            else:
+                executable = ms.relax_integration.compile_relax(database, module, target, params=None)
         except Exception as exc:  # TVM raises TVMError, InternalError, ValueError...
             raise BackendError(f"TVM could not compile the tuned model for '{target}': {_first_line(exc)}") from exc
     summary = TuningSummary(
@@ -155,7 +163,28 @@ def _in_process_builder(ms: Any, export: Any) -> Any:
     return InProcessBuilder()
 
 
-def _fused(tvm: Any, module: Any, target: Any) -> Any:
+def _compile_prepacked(tvm: Any, database: Any, module: Any, target: Any) -> Any:
+    """``compile_relax`` with layout-free weights: apply the database, fold the weights' layout rewrite."""
+    relax = tvm.relax
+
+    @tvm.transform.module_pass(opt_level=3)
+    def pipeline(mod: Any, _ctx: Any) -> Any:
+        mod = _fused(tvm, mod, target, True)
+        mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+        mod = tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()])(mod)
+        try:
+            lowering = [*relax.pipeline.dataflow_lower_passes(target), *relax.pipeline.finalize_passes(target)]
+        except (ValueError, AttributeError):  # TVM 0.27's llvm dispatch lacks them; compile_relax's own list
+            from tvm.relax.backend.cpu_generic import pipeline as cpu  # noqa: PLC0415
+
+            lowering = [*cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)]
+        return tvm.transform.Sequential(lowering)(mod)
+
+    with target, database, tvm.transform.PassContext(opt_level=3):
+        return relax.build(module, target=target, relax_pipeline=pipeline)
+
+
+def _fused(tvm: Any, module: Any, target: Any, weight_prepack: bool = False) -> Any:
     """The module as ``compile_relax`` sees it before applying the database: legalized and fused.
 
     Tasks must be extracted from this form, or their workloads would never match what is looked up.
@@ -172,6 +201,7 @@ def _fused(tvm: Any, module: Any, target: Any) -> Any:
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
+        *([relax.transform.AttachAttrLayoutFreeBuffers()] if weight_prepack else []),
     ]
     with target, tvm.transform.PassContext(opt_level=3):
         return tvm.transform.Sequential(passes)(module)

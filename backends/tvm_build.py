@@ -37,8 +37,8 @@ import onnx_ir as ir
 
 from backends.base import Artifact, Backend, BuildRequest, CheckResult, Latency, TuningSummary
 from backends.native_output import Capture, captured
-from backends.numeric_check import compare_outputs
 from backends.target import TargetSpec
+from backends.tolerance import check_library
 from backends.tuning import tune_and_compile
 from ir import runtime
 from ir.errors import BackendError, GraphpressError, ModelSaveError
@@ -62,20 +62,28 @@ class TvmBackend(Backend):
     def label(self) -> str:
         return f"tvm-{self.key}"
 
-    def check(self, request: BuildRequest, run: Callable[[list[np.ndarray]], Sequence[np.ndarray]], notes: list[str]) -> CheckResult | None:
-        """``run``'s outputs on deterministic random inputs against ONNX Runtime's (``backends.numeric_check``);
-        None, with a note, when ONNX Runtime cannot run the model."""
+    def check(
+        self, request: BuildRequest, run: Callable[[list[np.ndarray]], Sequence[np.ndarray]], notes: list[str], *, integer: bool = False
+    ) -> CheckResult | None:
+        """``run``'s outputs on deterministic random inputs against ONNX Runtime's, by the float rule or,
+        for a library computing in integers, the integer rule (``backends.tolerance``); None, with a
+        note, when ONNX Runtime cannot run the model."""
         try:
             feeds = runtime.generate_inputs(request.model, seed=0)
-            reference = runtime.run(request.model, feeds)
+            runtime.session(request.model)  # a model ONNX Runtime cannot load is not checked
         except GraphpressError as exc:
             notes.append(f"check skipped: {exc}")
             return None
-        result = compare_outputs(reference, run(list(feeds.values())), rtol=request.rtol, atol=request.atol)
+        outputs = run(list(feeds.values()))
+        try:
+            result = check_library(request.model, feeds, outputs, rtol=request.rtol, atol=request.atol, integer=integer, notes=notes)
+        except GraphpressError as exc:
+            notes.append(f"check skipped: {exc}")
+            return None
         if not result.passed:
             notes.append(
                 f"outputs differ from ONNX Runtime: max abs error {result.max_abs_error:.3g}, max rel error "
-                f"{result.max_rel_error:.3g} (worst output '{result.worst_output}'; rtol {request.rtol:g}, atol {request.atol:g})"
+                f"{result.max_rel_error:.3g} (worst output '{result.worst_output}'; {result.detail or f'rtol {request.rtol:g}, atol {request.atol:g}'})"
             )
         return result
 

@@ -157,7 +157,11 @@ def _target_lines(target: dict[str, Any]) -> str:
     check = target.get("check")
     if check:
         verdict = "matches" if check["passed"] else "DOES NOT match"
-        lines.append(f"- {verdict} ONNX Runtime: max abs {_number(check['max_abs_error'])}, max relative {_number(check['max_rel_error'])} (rtol {check['rtol']:g}, atol {check['atol']:g})")
+        rule = check.get("detail") or f"rtol {check['rtol']:g}, atol {check['atol']:g}"
+        lines.append(f"- {verdict} ONNX Runtime: max abs {_number(check['max_abs_error'])}, max relative {_number(check['max_rel_error'])} ({rule})")
+    if target.get("integer_ops") is not None:
+        lines.append(f"- Conv/MatMul/Gemm: {target['integer_ops']} computed in integers, {target['float_ops']} in float")
+        lines += [f"  - float: {reason}: {count}" for reason, count in (target.get("integer") or {}).get("float_reasons", [])]
     else:
         lines.append("- not checked against ONNX Runtime here (see the notes)")
     latency = target.get("latency_ms")
