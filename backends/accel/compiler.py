@@ -20,14 +20,9 @@ import math
 import numpy as np
 
 from backends.accel.config import AccelConfig
+from backends.accel.cycles import gemm_cycles  # the search ranks tilings by the cycle model
+from backends.accel.isa import INSN_WORDS, LAYER_WORDS, MAGIC, OP_GEMM, OP_LAYER, OP_LOAD_INP, OP_LOAD_WGT, OP_STORE, VERSION  # noqa: F401 - re-exported
 from backends.accel.semantics import IntLayer
-
-INSN_WORDS = 32
-OP_LAYER, OP_LOAD_INP, OP_LOAD_WGT, OP_GEMM, OP_STORE = 1, 2, 3, 4, 5
-MAGIC, VERSION = 0x4C454341, 1
-# OP_LAYER word order, as in accel_core.h's accel_layer_word
-LAYER_WORDS = ("kind", "c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "dh", "dw", "oh", "ow", "k", "n", "m",
-               "c_off", "n_off", "n_total", "zx", "zy", "lo", "hi", "w_off", "p_off", "kb", "nb", "row_len")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +67,6 @@ class Program:
 
 def compile_layers(layers: list[IntLayer], config: AccelConfig, tiling=None) -> Program:
     """The program for ``layers``; ``tiling(gemm shape) -> (tm, tk, tn)`` overrides the search."""
-    from backends.accel.cycles import gemm_cycles  # the search ranks tilings by the cycle model
 
     program = Program(config, list(layers), [], bytearray(), [])
     bi, bo = config.block_in, config.block_out

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from backends.accel.compiler import OP_GEMM, OP_LOAD_INP, OP_LOAD_WGT, OP_STORE
+from backends.accel.isa import OP_GEMM, OP_LOAD_INP, OP_LOAD_WGT, OP_STORE
 from backends.accel.config import AccelConfig
 
 DMA_LATENCY = 32
