@@ -113,7 +113,7 @@ def test_a_pruned_layer_counts_its_removed_channels_as_error_and_its_refitted_co
 
     before = chain_model()
     after = io.copy_model(before)
-    run_prune(after, correlated_feeds(24, 1), ratio=0.5, round=1)
+    run_prune(after, correlated_feeds(24, 1), ratio=0.5, round=1, importance="l1")
     rows = layer_errors(before, after, correlated_feeds(4, 7))
     by_layer = {row["layer"]: row for row in rows}
     assert [row["layer"] for row in rows] == ["a", "b", "y"]  # a lost the most of its output first
