@@ -1,5 +1,10 @@
 """The integer semantics of one offloaded layer, stated once, and an independent numpy reference of it.
 
+This is the integer-only-hardware form of the arithmetic ``backends.integer_semantics`` states for every
+integer backend (the same accumulation, zero-point folding, activation ranges and fixed-point multiplier
+with rounding half up); TVM's int8 lowering computes that module's float-scale form, which ONNX Runtime
+computes too. The two forms differ by one step on a few outputs, measured in ``docs/bench_accel.md``.
+
 A layer is the QDQ pattern ``DQ(x) , DQ(w) [, DQ(b)] -> Conv | Gemm | MatMul [-> Relu | Clip] -> Q``.
 Its integer meaning, which the accelerator, the generated C++ and ``reference_layer`` all compute:
 
