@@ -8,16 +8,22 @@ Rules (key ``host``: ``llvm`` without a foreign ``-mtriple``, and ``c``):
   (``backends.tolerance``: the float rule, or the integer rule for a library computing in int8 after
   ``backends.int8_lowering``). It is skipped, with a note, when the library needs CPU features this
   machine lacks (running it would kill the process with SIGILL) or ONNX Runtime cannot run the model.
+- ``llvm`` without ``-mcpu`` (and without a foreign triple) builds for this machine's CPU, as
+  ``-mcpu=native`` would: LLVM's default CPU for x86-64 has no AVX, so the library would run
+  SSE2 kernels beside ONNX Runtime's AVX2/AVX-512 ones. A note names the CPU chosen;
+  ``-mcpu=x86-64`` gives a portable library.
 - ``measure_repeat`` > 0 measures ``main`` here (when this machine can run it) or on ``remote``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
 from backends.base import BuildRequest, BuildResult, CheckResult, register_backend
+from backends.target import TargetSpec
 from backends.int8_lowering import lower_to_integer
 from backends.tvm_build import (
     TvmBackend,
@@ -44,6 +50,7 @@ class TvmHostBackend(TvmBackend):
     def build(self, request: BuildRequest) -> BuildResult:
         tvm = import_tvm()
         notes: list[str] = []
+        request = dataclasses.replace(request, target=_for_this_cpu(tvm, request.target, notes))
         with captured_output("target", notes):
             target = tvm_target(tvm, request.target)
         start = time.perf_counter()
@@ -80,3 +87,12 @@ class TvmHostBackend(TvmBackend):
 
 
 register_backend(TvmHostBackend())
+
+
+def _for_this_cpu(tvm: Any, spec: TargetSpec, notes: list[str]) -> TargetSpec:
+    """``spec`` with ``-mcpu`` set to this machine's CPU when an ``llvm`` host target names none."""
+    if spec.kind != "llvm" or "mcpu" in spec.options:
+        return spec
+    cpu = tvm.target.codegen.llvm_get_system_cpu()
+    notes.append(f"-mcpu defaulted to this machine's CPU ({cpu}); give -mcpu=x86-64 (or another CPU) for a portable library")
+    return TargetSpec(spec.kind, {**spec.options, "mcpu": cpu})

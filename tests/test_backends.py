@@ -432,11 +432,21 @@ def test_builds_for_the_host_and_matches_onnxruntime(tvm, host_cpu, tmp_path, fl
     result = compile_model(conv_relu_gemm(), target, tmp_path / "out", name="tiny")
     assert result.library == tmp_path / "out" / "tiny.so"
     assert result.library.is_file() and result.size_bytes == result.library.stat().st_size > 0
-    assert result.target == parse_target(target).text
+    assert result.target == f"llvm -mcpu={host_cpu}"  # plain llvm builds for this machine's CPU
     assert result.compile_seconds > 0
     assert result.backend == "tvm-host"
     assert_matches_onnxruntime(result)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["tiny.so"]  # no temporary left behind
+
+
+@pytest.mark.tvm
+def test_plain_llvm_says_which_cpu_it_chose_and_an_explicit_cpu_is_kept(tvm, host_cpu, tmp_path):
+    default = compile_model(conv_relu_gemm(), "llvm", tmp_path / "a", name="tiny")
+    assert any(f"-mcpu defaulted to this machine's CPU ({host_cpu})" in note for note in default.notes)
+    portable = compile_model(conv_relu_gemm(), "llvm -mcpu=x86-64", tmp_path / "b", name="tiny")
+    assert portable.target == "llvm -mcpu=x86-64"
+    assert not any("-mcpu defaulted" in note for note in portable.notes)
+    assert_matches_onnxruntime(portable)
 
 
 @pytest.mark.tvm

@@ -54,9 +54,9 @@ def load_model(name: str):
         return PassManager("fold", verify="off").run(build(name)).model, None
     from ir import io  # noqa: PLC0415
     from ir.shapes import fix_input_shapes  # noqa: PLC0415
-    from models.zoo import model_path  # noqa: PLC0415
+    from models.zoo import default_input_shapes, model_path  # noqa: PLC0415
 
-    shapes = {"x": [1, 3, 320, 320]}
+    shapes = {"x": [1, 3, 320, 320]} if name == "ppocr-det" else default_input_shapes(name)
     model = io.load(model_path(name))
     fix_input_shapes(model, shapes)
     try:
@@ -130,7 +130,7 @@ def main() -> int:
     parser.add_argument("--budgets", action="append", default=[], help="trial budgets: '64,256' for every model, or 'MODEL=64,256' (repeatable)")
     parser.add_argument("--models", default="ppocr-det,resnet50")
     parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--target", default="llvm", help="TVM target of every build (e.g. 'llvm -mcpu=znver4' for this machine's VNNI)")
+    parser.add_argument("--target", default="llvm", help="TVM target of every build ('llvm': this machine's CPU, see backends/host_build.py)")
     parser.add_argument("--int8", action="store_true", help="also ONNX Runtime int8 and TVM int8 rows (the model quantized by the quantize pass)")
     parser.add_argument("--no-again", action="store_true", help="skip the '-again' row (the last budget rebuilt on its database)")
     parser.add_argument("--no-untuned", action="store_true", help="skip the untuned TVM rows")
@@ -158,7 +158,7 @@ def main() -> int:
             scratch = str(Path(args.db_dir) / name) if args.db_dir else temporary
             for prefix, subject, expected in variants:
                 common = dict(target=args.target, integer=bool(prefix))
-                if not args.no_untuned:
+                if not args.no_untuned and not prefix:  # the rows: untuned float only
                     rows.append(tvm_row(f"{prefix}untuned", subject, shapes, scratch, max(3, args.repeat // 4), expected, feeds, **common))
                     print(f"{name} {rows[-1]}", flush=True)
                 for budget in budgets:
@@ -203,7 +203,7 @@ def write(path: Path, sections, args, seconds, load_start) -> None:
         "",
     ]
     for name, shapes, ort_ms, ort_int8_ms, rows in sections:
-        shape = "1x3x224x224" if shapes is None else "x".join(map(str, shapes["x"]))
+        shape = "1x3x224x224" if shapes is None else "x".join(map(str, next(iter(shapes.values()))))
         lines += [f"### {name} ({shape}{', ' + FOLDED[name] if name in FOLDED else ''})", "",
                   "| build | latency ms | ORT ms (measured right after) | vs ORT | tuning s | trials | tasks | build wall s | int8 | error |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
