@@ -86,6 +86,8 @@ def ort_profile(model, feeds, runs: int = 10) -> dict[str, float]:
 
 def kind(name: str) -> str:
     lowered = name.lower()
+    if "quantize" in lowered and "conv" not in lowered and "matmul" not in lowered:
+        return "quantize/dequantize"
     if "conv" in lowered:
         return "conv"
     if "matmul" in lowered or "gemm" in lowered or "dense" in lowered:
@@ -144,14 +146,17 @@ def main() -> int:
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--target", default="llvm -mcpu=znver4")
     parser.add_argument("--layer-trials", type=int, default=32)
+    parser.add_argument("--int8", action="store_true", help="profile the model quantized as tools/bench_tvm.py --int8 does (give its int8 database)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "profile_tvm.md"))
     args = parser.parse_args()
     load_start = os.getloadavg()
     sys.path.insert(0, str(ROOT / "tools"))
-    from bench_tvm import load_model  # noqa: PLC0415
+    from bench_tvm import load_model, quantize  # noqa: PLC0415
 
     tvm = tvm_build.import_tvm()
     model, shapes = load_model(args.model)
+    if args.int8:
+        model = quantize(model, shapes)
     feeds = runtime.generate_inputs(model, seed=0)
     from backends import compile_model  # noqa: PLC0415
 
@@ -174,7 +179,7 @@ def write(path, args, kernels, operators, layer, tuning, load_start) -> None:
     tvm_kinds, ort_kinds = by_kind(kernels), by_kind(operators)
     load_end = os.getloadavg()
     lines = [
-        f"## Profile: tuned float TVM vs ONNX Runtime ({args.model})", "",
+        f"## Profile: tuned {'int8' if args.int8 else 'float'} TVM vs ONNX Runtime ({args.model})", "",
         f"Written by `tools/profile_tvm.py`; TVM target `{args.target}`, database `{args.db}` "
         f"({tuning.tasks} tasks, {tuning.tasks_from_database} with a tuned schedule). Load average at the start "
         f"{' / '.join(f'{v:.1f}' for v in load_start)}, at the end {' / '.join(f'{v:.1f}' for v in load_end)}. "
