@@ -76,5 +76,5 @@ class SeparablePass(LowRankPass):
     def _refit(self, original, model, nodes, feeds):
         if self.options.order == "pw-dw":
             self.note("order=pw-dw: the last layer is grouped and is not refit")
-            return
-        super()._refit(original, model, nodes, feeds)
+            return []
+        return super()._refit(original, model, nodes, feeds)
