@@ -16,7 +16,7 @@ Rules:
 - With calibration data: each channel's SVD is whitened by that channel's patch covariance, errors
   are measured on the layer's input covariance, and the pointwise layer is refit by least squares to
   the original outputs (``refit``). Without: data-free, with a note.
-Lossy. Reports like ``decompose``.
+Lossy; states its intent and reports like ``decompose``.
 """
 
 from __future__ import annotations

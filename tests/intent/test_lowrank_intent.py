@@ -16,7 +16,7 @@ from ir import io, runtime
 from passes.calibration import Calibration
 from passes.decompose.intent import compose
 from passes.manager import PassContext, PassManager
-from tests.decompose.helpers import correlated_feeds
+from tests.decompose.helpers import chain_model, correlated_feeds
 
 # Asymmetric pads, a stride and a dilation on one axis each: what the per-axis split must honour.
 CONVS = """
@@ -83,6 +83,8 @@ LOW_RANK = [
     (convs_model, "decompose{energy=0.8,method=spatial-svd,round=1,allow_more_macs=true}"),
     (convs_model, "decompose{energy=0.8,method=tucker,round=1,allow_more_macs=true}"),
     (convs_model, "decompose{energy=0.8,method=cp,round=1,candidates=4,allow_more_macs=true}"),
+    (chain_model, "decompose{energy=0.8,method=cp,round=1,candidates=4,allow_more_macs=true}"),  # 1x3 dilated, pads [0,2,0,2]
+    (chain_model, "decompose{macs=0.3}"),
     (dense_model, "decompose{energy=0.8,method=svd,round=1}"),
     (convs_model, "separable{rank=2,allow_more_macs=true}"),
     (convs_model, "separable{rank=2,order=pw-dw,allow_more_macs=true}"),
@@ -94,8 +96,8 @@ LOW_RANK = [
 def test_factored_model_computes_its_intent(build, pipeline, data):
     record, result = run(build(), pipeline, data=data)
     assert record.modified and not record.rolled_back, record.failure
-    method = pipeline.split("method=")[1].split(",")[0] if "method=" in pipeline else None
-    assert record.layers and all(row["method"].startswith(method or "separable") for row in record.layers)
+    method = pipeline.split("method=")[1].split(",")[0] if "method=" in pipeline else "separable" if "separable" in pipeline else ""
+    assert record.layers and all(row["method"].startswith(method) for row in record.layers)
     assert record.intent == "verified"
     assert record.intent_error["max_rel"] <= 1e-5
     assert result.final_error["max_rel"] > 1e-3  # lossy: the intent is not just the input model
@@ -140,7 +142,7 @@ def flip_kernel_layer(base, array):
 
 
 @pytest.mark.parametrize("fault", [drop_bias, flip_kernel_layer])
-@pytest.mark.parametrize("pipeline", [p for build, p in LOW_RANK if build is convs_model])
+@pytest.mark.parametrize("pipeline", [p for build, p in LOW_RANK if build is not dense_model])
 def test_a_rewrite_that_writes_a_factor_wrong_is_rolled_back_and_named(monkeypatch, pipeline, fault):
     planted(monkeypatch, fault)
     record, result = run(convs_model(), pipeline, data=False)
