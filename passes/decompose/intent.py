@@ -41,6 +41,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ir.constants import weight_array
+from ir.errors import InvalidModelError
 from passes.intent import set_constant
 
 
@@ -80,7 +81,7 @@ def compose(method: str, factors: list[np.ndarray], inputs: int) -> np.ndarray:
         pointwise, grouped = f
         n, multiplier = grouped.shape[:2]
         return np.einsum("nm...,nmc->nc...", grouped, pointwise.reshape(n, multiplier, inputs))
-    raise ValueError(f"no composition for method '{method}'")
+    raise InvalidModelError(f"intent: no composition for method '{method}'")
 
 
 def build(original: ir.Model, chains: dict[int, Chain]) -> ir.Model:

@@ -33,7 +33,7 @@ from onnx_ir.passes import common
 
 from ir import channel_groups, io, runtime, shapes
 from ir import cost as ir_cost
-from ir.errors import UsageError
+from ir.errors import InvalidModelError, UsageError
 from ir.fidelity import describe, measure as measure_fidelity
 from passes.base import Pass, PassResult, layer_costs, register
 from passes.prune.blocks import Block, find_blocks
@@ -67,7 +67,9 @@ class PruneLayersPass(Pass):
         nodes = list(original.graph)
         for position, dtype in self._removed:
             add = nodes[position]
-            branch = next(i for i in (0, 1) if _is_ancestor(add.inputs[1 - i], add.inputs[i]))
+            branch = next((i for i in (0, 1) if _is_ancestor(add.inputs[1 - i], add.inputs[i])), None)
+            if branch is None:
+                raise InvalidModelError(f"intent: neither input of the removed block's Add {channel_groups.node_label(add)} is an ancestor of the other")
             set_constant(add, branch, np.zeros((), dtype))
         return Intent(original, "original with each removed block's Add adding zero instead of its branch")
 
