@@ -29,8 +29,16 @@ Constructions (in the passes' ``intent`` methods):
   and bias rounded in numpy on the produced scales (``passes.quantize.intent``). Verification
   sessions run with ONNX Runtime's graph optimizations off (``ir.runtime``), so this compares the
   QDQ model's reference semantics, not the fused integer kernels a runtime may substitute;
-- ``decompose`` / ``separable``: the original with each factored layer's composed weight
-  substituted (``substitute_weights``; exact at full rank).
+- ``decompose`` / ``separable``: the original with each factored layer's weight replaced by the one
+  kernel its chain of factors composes to (numpy ``einsum`` per method), and the last factor's bias
+  (``passes.decompose.intent``); a refit last factor enters with the weight the refit wrote;
+- ``sparsify``: the original with each selected weight zeroed below its magnitude threshold, the
+  mask recomputed from the rule (``sparsify.intended_mask``);
+- ``prune-layers``: the original with each removed block's Add adding zero instead of its branch
+  (the branch input found by the intent itself);
+- ``quantize-dynamic``: each quantized layer computed in float on the integer levels of its input
+  (DynamicQuantizeLinear's definition as float ops) and weight (numpy), then rescaled and biased
+  (``passes.quantize.dynamic_intent``; on levels, so the roundings are the integer model's).
 
 Helpers here build the common case: ``substitute_weights(original, {(position, input): array})``.
 """

@@ -24,7 +24,8 @@ Rules:
   whitened, and the last layer of each chain refit by least squares to the original layer's outputs
   (``refit``, ridge ``ridge``), inputs taken from the already-factorized model. Without calibration
   data: data-free (weight error, no refit) with a note. ``holdout`` further feeds measure the error.
-Lossy. ``self.layers``, ``self.skipped``, ``self.fidelity`` report what was done (see
+Lossy; the intent is the original with each factored layer's composed kernel (``passes.decompose.intent``).
+``self.layers``, ``self.skipped``, ``self.fidelity`` report what was done (see
 ``passes.decompose.driver``).
 """
 

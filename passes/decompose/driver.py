@@ -15,7 +15,10 @@
    from the inputs it gets in the compressed model to the original layer's outputs, layer after
    layer in graph order (``passes.reconstruct.refit_checked``: asymmetric, so later layers absorb
    earlier errors; kept only when the output error on held-out feeds does not grow).
-6. Report: ``self.layers`` (method, ranks, MACs/params before and after, predicted error, and
+6. Intent (``passes.decompose.intent``): the original with each factored layer's weight replaced
+   by the composition of the factors handed to the rewrite (for a refit last layer: the weight and
+   bias the refit wrote), with the last layer's bias; recorded per node position during ``call``.
+7. Report: ``self.layers`` (method, ranks, MACs/params before and after, predicted error, and
    ``sqnr_db`` of the layer's output on the held-back feeds, which includes the error of earlier
    layers), ``self.skipped``, ``self.fidelity`` (model outputs on the held-back feeds).
 """
@@ -32,9 +35,10 @@ from ir import cost, fidelity, io
 from passes.base import Pass, PassResult
 from passes.decompose import budget
 from passes.decompose.candidates import Option
+from passes.decompose.intent import Chain, build as build_intent
 from passes.decompose.layers import Layer, describe
 from passes.decompose.rewrite import replace
-from passes.reconstruct import refit_checked, sample_input_rows
+from passes.reconstruct import bias_of, flat_weight, has_bias_input, refit_checked, sample_input_rows
 
 SAMPLE_ROWS = 1024  # input rows per layer on which errors are measured (and SVD whitened)
 VALIDATE_EVERY = 4
@@ -59,6 +63,14 @@ class LowRankPass(Pass):
         self.skipped: list[tuple[str, str]] = []
         self.fidelity: dict | None = None
         self.report: dict = {}
+        self._chains: dict[int, Chain] = {}
+
+    def intent(self, original: ir.Model):
+        from passes.intent import Intent
+
+        if not self._chains:
+            return None
+        return Intent(build_intent(original, self._chains), "original with each factored layer's weight replaced by the composition of its factors")
 
     def target(self) -> tuple[str, float] | None:
         given = [(name, getattr(self.options, name)) for name in self.TARGETS if hasattr(self.options, name) and getattr(self.options, name) > 0]
@@ -78,6 +90,8 @@ class LowRankPass(Pass):
     def call(self, model: ir.Model) -> PassResult:
         opts = self.options
         self.layers, self.skipped, self.fidelity = [], [], None
+        self._chains = {}
+        positions = {node: i for i, node in enumerate(model.graph)}
         totals = cost.analyze(model)  # also infers the shapes the layer geometry needs
         layers = self._layers(model)
         self.stats["layers considered"] = len(layers)
@@ -103,11 +117,20 @@ class LowRankPass(Pass):
         original = io.copy_model(model)
         last_nodes = {}
         for layer, option in picked:
-            nodes = replace(layer, option.method.split()[0], option.steps())
-            last_nodes[layer.name] = nodes[-1]
+            steps = option.steps()
+            # copies: the intent composes what the rewrite was handed, whatever the rewrite then does
+            factors = [np.array(weight, copy=True) for weight, _ in steps]
+            chain = Chain(option.method, factors, None if layer.bias is None else np.array(layer.bias, np.float64))
+            self._chains[positions[layer.node]] = chain
+            nodes = replace(layer, option.method.split()[0], steps)
+            last_nodes[nodes[-1]] = chain
         self.stats["layers factorized"] = len(picked)
         if data_aware and getattr(opts, "refit", False):
-            self._refit(original, model, [n for n in last_nodes.values() if _refittable_last(n)], feeds)
+            for node in self._refit(original, model, [n for n in last_nodes if _refittable_last(n)], feeds):
+                chain = last_nodes[node]
+                weight = flat_weight(node)
+                chain.factors[-1] = weight.reshape(chain.factors[-1].shape)
+                chain.bias = bias_of(node, weight.shape[0]) if has_bias_input(node) else None
         self._report(original, model, picked, holdout, totals)
         return PassResult(model, modified=True)
 
@@ -159,9 +182,10 @@ class LowRankPass(Pass):
             self.note(f"the target of {amount:.0%} fewer {kind} cannot be reached by factorizing: at most {best:.1%}")
         return chosen
 
-    def _refit(self, original, model, nodes, feeds) -> None:
+    def _refit(self, original, model, nodes, feeds) -> list[ir.Node]:
+        """Refit ``nodes``; the nodes of ``model`` that hold refit weights afterwards."""
         if not nodes:
-            return
+            return []
         done = refit_checked(original, model, nodes, feeds, ridge=self.options.ridge, validate_every=VALIDATE_EVERY)
         self.report["refit"] = done.result.layer_reports
         self.report["refit_check"] = done.check
@@ -173,8 +197,9 @@ class LowRankPass(Pass):
             self.note(f"refit discarded: output SQNR on {done.check['feeds']} held-out calibration feeds "
                       f"{done.check['sqnr_db_refit']:.2f} dB < {done.check['sqnr_db_unrefit']:.2f} dB without it")
             self.stats["layers refit"] = 0
-        else:
-            self.stats["layers refit"] = done.result.layers
+            return []
+        self.stats["layers refit"] = done.result.layers
+        return list(done.written) if done.accepted else []
 
     def _report(self, original, model, picked, holdout, totals) -> None:
         layer_sqnr = {}

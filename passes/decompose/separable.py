@@ -16,7 +16,7 @@ Rules:
 - With calibration data: each channel's SVD is whitened by that channel's patch covariance, errors
   are measured on the layer's input covariance, and the pointwise layer is refit by least squares to
   the original outputs (``refit``). Without: data-free, with a note.
-Lossy. Reports like ``decompose``.
+Lossy; states its intent and reports like ``decompose``.
 """
 
 from __future__ import annotations
@@ -76,5 +76,5 @@ class SeparablePass(LowRankPass):
     def _refit(self, original, model, nodes, feeds):
         if self.options.order == "pw-dw":
             self.note("order=pw-dw: the last layer is grouped and is not refit")
-            return
-        super()._refit(original, model, nodes, feeds)
+            return []
+        return super()._refit(original, model, nodes, feeds)

@@ -15,6 +15,10 @@ The pass is lossy. ``self.layers`` has a row per removed block (its Add's label,
 parameters and MACs, ``contribution``, ``nodes`` and ``why``: its rank), ``self.skipped`` every
 candidate kept, with its contribution and rank; held-back feeds (``holdout``) measure the output
 error as for ``prune``.
+
+Intent (``passes.intent``): the original in which each removed block's Add adds zero instead of its
+branch: ``x + 0``. The intent finds the branch input on its own (the Add input that has the other
+one among its ancestors), not from ``passes.prune.blocks``; the branch stays in the graph, unused.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from onnx_ir.passes import common
 
 from ir import channel_groups, io, runtime, shapes
 from ir import cost as ir_cost
-from ir.errors import UsageError
+from ir.errors import InvalidModelError, UsageError
 from ir.fidelity import describe, measure as measure_fidelity
 from passes.base import Pass, PassResult, layer_costs, register
 from passes.prune.blocks import Block, find_blocks
@@ -57,7 +61,21 @@ class PruneLayersPass(Pass):
         if (self.options.blocks > 0) == (self.options.macs > 0):
             raise UsageError("pass 'prune-layers': give exactly one of blocks (a count) or macs (a fraction in (0, 1))")
 
+    def intent(self, original: ir.Model):
+        from passes.intent import Intent, set_constant
+
+        nodes = list(original.graph)
+        for position, dtype in self._removed:
+            add = nodes[position]
+            branch = next((i for i in (0, 1) if _is_ancestor(add.inputs[1 - i], add.inputs[i])), None)
+            if branch is None:
+                raise InvalidModelError(f"intent: neither input of the removed block's Add {channel_groups.node_label(add)} is an ancestor of the other")
+            set_constant(add, branch, np.zeros((), dtype))
+        return Intent(original, "original with each removed block's Add adding zero instead of its branch")
+
     def call(self, model: ir.Model) -> PassResult:
+        self._removed: list[tuple[int, np.dtype]] = []  # (Add position, its element type)
+        positions = {node: i for i, node in enumerate(model.graph)}
         blocks, rejected = find_blocks(model)
         for reason in rejected.values():
             self.stats[f"not a block: {reason.split(chr(39))[0].strip()}"] += 1
@@ -71,6 +89,8 @@ class PruneLayersPass(Pass):
         scores = self._contributions(model, blocks, feeds)
         chosen = self._choose(model, blocks, scores)
         for block in chosen:
+            dtype = block.add.outputs[0].dtype or block.skip.dtype  # known: find_blocks inferred shapes
+            self._removed.append((positions[block.add], dtype.numpy() if dtype is not None else np.float32))
             block.add.outputs[0].replace_all_uses_with(block.skip)
         common.RemoveUnusedNodesPass()(model)
         channel_groups.invalidate(model)
@@ -158,3 +178,18 @@ class PruneLayersPass(Pass):
             self.note(f"all blocks together hold {removed_macs / max(total_macs, 1):.1%} of the MACs, less than asked")
         self.stats["macs before"], self.stats["macs after"] = total_macs, total_macs - removed_macs
         return chosen
+
+
+def _is_ancestor(value: ir.Value, of: ir.Value) -> bool:
+    """Whether ``value`` is computed before ``of`` on some path into it (walking back from ``of``)."""
+    seen, stack = set(), [of]
+    while stack:
+        current = stack.pop()
+        if current is value:
+            return True
+        producer = current.producer()
+        if producer is None or producer in seen:
+            continue
+        seen.add(producer)
+        stack.extend(v for v in producer.inputs if v is not None)
+    return False

@@ -11,6 +11,11 @@ Rules:
   kernels that exploit sparsity. ``self.stats`` reports the achieved sparsity (x1000) and the
   model's zip-compressed size before and after (``zip_size``).
 The pass is lossy; ``holdout`` generated or calibration feeds measure the output error.
+Intent (``passes.intent``): the original with each selected weight zeroed where the rule says, the
+mask recomputed in numpy from the rule by a threshold (``intended_mask``), not by the pass's
+``argsort`` / ``partition``: ``scope=layer``, the entries below the ``count``-th smallest magnitude
+``t`` and, of those equal to ``t``, the first ones in storage order until ``count`` are zero;
+``scope=global``, every entry below the ``k``-th smallest magnitude of all selected weights.
 """
 
 from __future__ import annotations
@@ -47,6 +52,23 @@ class SparsifyPass(Pass):
     name = "sparsify"
     Options = SparsifyOptions
     lossless = False
+
+    def intent(self, original: ir.Model):
+        from passes.intent import Intent, substitute_weights
+
+        layers = [(position, node, weight_array(node.inputs[1])) for position, node in enumerate(original.graph) if self._selected(node)]
+        everything = np.sort(np.concatenate([np.abs(w).ravel() for _, _, w in layers])) if layers else np.zeros(0)
+        intended = {}
+        for position, _, weight in layers:
+            mask = intended_mask(weight, self.options.sparsity, None if self.options.scope == "layer" else everything)
+            intended[(position, 1)] = np.where(mask, weight, 0).astype(weight.dtype)
+        return Intent(substitute_weights(original, intended), f"original with the weights below the {self.options.scope} magnitude threshold zeroed")
+
+    def _selected(self, node: ir.Node) -> bool:
+        if node.op_type not in LAYERS or len(node.inputs) < 2:
+            return False
+        weight = weight_array(node.inputs[1])
+        return weight is not None and weight.dtype.kind == "f" and weight.size >= self.options.min_size
 
     def call(self, model: ir.Model) -> PassResult:
         layers = []
@@ -86,3 +108,19 @@ class SparsifyPass(Pass):
         self.stats["zip bytes after"] = zip_size(model)
         self.note(f"{zeros / total:.1%} of {total} weights are zero; zip size {size_before} -> {self.stats['zip bytes after']} bytes")
         return PassResult(model, modified=True)
+
+
+def intended_mask(weight: np.ndarray, sparsity: float, magnitudes: np.ndarray | None = None) -> np.ndarray:
+    """True where the weight is kept. ``magnitudes``: all selected weights' sorted |w| (global scope);
+    None: this weight alone loses ``int(sparsity * size)`` entries, ties broken in storage order."""
+    size = np.abs(weight)
+    if magnitudes is not None:
+        return size >= magnitudes[int(sparsity * magnitudes.size)]
+    count = int(sparsity * weight.size)
+    if count == 0:
+        return np.ones(weight.shape, bool)
+    threshold = np.sort(size, axis=None)[count - 1]
+    drop = size < threshold
+    ties = np.flatnonzero(size == threshold)[: count - int(drop.sum())]
+    drop.flat[ties] = True
+    return ~drop

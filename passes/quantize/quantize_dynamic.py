@@ -17,6 +17,9 @@ Rules (the form ONNX Runtime's ``quantize_dynamic`` writes, so ORT runs it with 
 - Opset 11 at least (DynamicQuantizeLinear); a lower opset is converted first (noted).
 - ``ops`` and ``exclude`` are ``|``-separated. ``exclude`` lists node names, output names or op types kept in float. The output error on
   calibration data (generated inputs when none is given) is noted.
+- Intent (``passes.quantize.dynamic_intent``): the original (converted to opset 11 when the pass
+  converted it) with each quantized layer reading its input fake-quantized by float ops and its
+  weight dequantized in numpy.
 """
 
 from __future__ import annotations
@@ -79,7 +82,18 @@ class QuantizeDynamicPass(Pass):
     Options = DynamicOptions
     lossless = False
 
+    def intent(self, original: ir.Model):
+        from passes.intent import Intent
+        from passes.quantize.dynamic_intent import build
+
+        if not self._positions:
+            return None
+        qdq.raise_opset(original, 11)  # as the pass did: the positions are the converted graph's
+        return Intent(build(original, self._positions, self.options.per_channel),
+                      "original with quantized layers reading dynamically fake-quantized inputs and dequantized weights")
+
     def call(self, model: ir.Model) -> PassResult:
+        self._positions: list[int] = []
         ops, exclude = _names(self.options.ops), _names(self.options.exclude)
         layers = [n for n in model.graph if _eligible(n, ops) is not None
                   and not ({n.name, n.op_type, *(o.name for o in n.outputs)} & exclude)]
@@ -99,6 +113,8 @@ class QuantizeDynamicPass(Pass):
         costs = layer_costs(model)
         action = "int8 weights (per channel), dynamic int8 activations" if self.options.per_channel else "int8 weights, dynamic int8 activations"
         self.layers = [layer_row(node, action, costs[node]) for node in layers]
+        position = {node: i for i, node in enumerate(model.graph)}
+        self._positions = [position[node] for node in layers]
         writer = qdq.GraphWriter(model.graph, self.name)
         quantized_inputs: dict[ir.Value, tuple[ir.Value, ir.Value, ir.Value]] = {}
         for node in layers:
