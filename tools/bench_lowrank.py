@@ -181,6 +181,9 @@ def main() -> int:
                 if row == "auto":
                     auto_layers = passes_run[0].layers
                 methods = {}
+                if row == "tensorly":  # the layers auto factorized, by the same methods
+                    for layer in auto_layers:
+                        methods[f"tensorly {layer['method']}"] = methods.get(f"tensorly {layer['method']}", 0) + 1
                 for p in passes_run:
                     for layer in getattr(p, "layers", []) or []:
                         methods[layer.get("method", p.name)] = methods.get(layer.get("method", p.name), 0) + 1

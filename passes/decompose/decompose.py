@@ -3,7 +3,11 @@
 Rules:
 - Targets, exactly one: ``macs=F`` / ``params=F`` (the model loses at least F of its MACs / params,
   at the least total measured error), ``ratio=F`` (every layer that can loses at least F of its MACs),
-  ``energy=E`` (per layer, the cheapest factorization whose relative output error is at most 1 - E).
+  ``energy=E`` (per layer, the cheapest factorization whose relative output error is at most 1 - E),
+  ``vbmf=true`` (per layer, the ranks Empirical VBMF estimates from the weight alone, rounded up to
+  the rank grid; the cheapest method at its estimate; data-free, for models without calibration
+  data; ``passes.decompose.vbmf``). cp has no VBMF estimate: ``method=cp`` with ``vbmf`` is refused,
+  auto leaves cp out.
 - Methods (``method=auto`` takes, per layer, whichever option the budget prefers among all that
   apply; the error of each is measured, so auto is never worse than one method on the chosen objective):
   - ``svd``: Gemm, MatMul with a constant weight, and Conv of any kernel (as ``[N, C*k]``): a layer
@@ -35,7 +39,7 @@ from typing import Literal
 
 from ir.errors import UsageError
 from passes.base import register
-from passes.decompose import candidates
+from passes.decompose import budget, candidates, vbmf
 from passes.decompose.driver import LowRankPass, fraction
 
 Method = Literal["auto", "svd", "spatial-svd", "tucker", "cp"]
@@ -56,18 +60,23 @@ class DecomposeOptions:
     ridge: float = dataclasses.field(default=1e-3, metadata={"check": lambda v: v >= 0, "rule": "non-negative", "doc": "relative ridge regularization of the refit"})
     protect: str = dataclasses.field(default="", metadata={"doc": "|-separated name patterns of layers to keep whole"})
     allow_more_macs: bool = dataclasses.field(default=False, metadata={"doc": "also factorize where it costs more MACs (exactness checks)"})
+    vbmf: bool = dataclasses.field(default=False, metadata={"doc": "per layer: the ranks Empirical VBMF estimates from the weight (data-free)"})
 
 
 @register
 class DecomposePass(LowRankPass):
     name = "decompose"
     Options = DecomposeOptions
+    TARGETS = (*LowRankPass.TARGETS, "vbmf")
 
     def __init__(self, **options):
         super().__init__(**options)
         given = [name for name in self.TARGETS if getattr(self.options, name) > 0]
         if len(given) != 1:
-            raise UsageError("pass 'decompose': give exactly one of macs, params, ratio, energy (a fraction in (0, 1))")
+            raise UsageError("pass 'decompose': give exactly one of macs, params, ratio, energy (a fraction in (0, 1)) or vbmf=true")
+        if self.options.vbmf and self.options.method == "cp":
+            raise UsageError("pass 'decompose': vbmf estimates svd, spatial-svd and tucker ranks, not cp ranks")
+        self.estimates: dict[str, dict[str, tuple[int, ...]]] = {}
 
     def methods(self) -> tuple[str, ...]:
         return candidates.DECOMPOSE_METHODS if self.options.method == "auto" else (self.options.method,)
@@ -85,3 +94,25 @@ class DecomposePass(LowRankPass):
                 found += candidates.options(layer, method, rows, multiple=self.options.round, limit=self.options.candidates,
                                             allow_more_macs=self.options.allow_more_macs)
         return found
+
+    def choose_fixed(self, per_layer):
+        if not self.options.vbmf:
+            return None
+        self.estimates = {}
+
+        def estimate(layer, method):
+            ranks = vbmf.method_ranks(layer, method)
+            if ranks is not None:
+                self.estimates.setdefault(layer.name, {})[method] = ranks
+            return ranks
+
+        chosen = budget.choose_by_estimate(per_layer, estimate)
+        self.report["vbmf_ranks"] = {name: {m: list(r) for m, r in found.items()} for name, found in self.estimates.items()}
+        self.note(f"ranks from Empirical VBMF of each weight (data-free; Nakajima et al. 2013), rounded up to a multiple of {self.options.round}")
+        return chosen
+
+    def left_whole(self, layer):
+        if not self.options.vbmf:
+            return super().left_whole(layer)
+        found = ", ".join(f"{m} {','.join(map(str, r))}" for m, r in self.estimates.get(layer.name, {}).items())
+        return f"left whole: no factorization at or above the VBMF rank ({found or 'no estimate for its methods'}) costs fewer MACs"

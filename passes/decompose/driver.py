@@ -74,6 +74,10 @@ class LowRankPass(Pass):
         """A choice that needs no budget (e.g. a fixed rank); None when the options decide."""
         return None
 
+    def left_whole(self, layer: Layer) -> str:
+        """Why a layer that has options took none of them."""
+        return "left whole: the target is met at less total error without it"
+
     # -- the driver ----------------------------------------------------------------------------------
     def call(self, model: ir.Model) -> PassResult:
         opts = self.options
@@ -96,7 +100,7 @@ class LowRankPass(Pass):
         picked = [(layer, option) for layer, option in zip(layers, chosen) if option is not None]
         for layer, options, option in zip(layers, per_layer, chosen):
             if option is None and options:
-                self.skipped.append((layer.name, "left whole: the target is met at less total error without it"))
+                self.skipped.append((layer.name, self.left_whole(layer)))
         if not picked:
             self.note("the target factorizes no layer")
             return PassResult(model, modified=False)
