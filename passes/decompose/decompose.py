@@ -22,6 +22,10 @@ Rules:
   non-float weights, unknown shapes, Gemm with transA, 4-D+ kernels, spatial-svd/cp with auto_pad,
   and any layer where no factorization costs fewer MACs than the layer itself (``allow_more_macs``
   lifts this last rule, e.g. to check exactness at full rank).
+- ``timing=true``: each chosen layer is timed alone against its factorized chain alone (one-layer ONNX
+  Runtime sessions, median of a few runs; ``passes.decompose.timing``) and left whole, with the reason
+  "factorized form measured slower (x ms vs y ms)", when the chain is slower. Off by default: it
+  costs two sessions per layer and is only as good as the machine is quiet.
 - Ranks are multiples of ``round`` (default 8: ONNX Runtime's blocked conv kernels want channel
   counts that are multiples of 8), or the full rank.
 - With calibration data (``calib`` feeds): errors measured on each layer's input covariance, SVD
@@ -39,7 +43,7 @@ from typing import Literal
 
 from ir.errors import UsageError
 from passes.base import register
-from passes.decompose import budget, candidates, vbmf
+from passes.decompose import budget, candidates, timing, vbmf
 from passes.decompose.driver import LowRankPass, fraction
 
 Method = Literal["auto", "svd", "spatial-svd", "tucker", "cp"]
@@ -60,6 +64,7 @@ class DecomposeOptions:
     ridge: float = dataclasses.field(default=1e-3, metadata={"check": lambda v: v >= 0, "rule": "non-negative", "doc": "relative ridge regularization of the refit"})
     protect: str = dataclasses.field(default="", metadata={"doc": "|-separated name patterns of layers to keep whole"})
     allow_more_macs: bool = dataclasses.field(default=False, metadata={"doc": "also factorize where it costs more MACs (exactness checks)"})
+    timing: bool = dataclasses.field(default=False, metadata={"doc": "time each chosen layer against its chain alone; keep it whole when the chain is slower"})
     vbmf: bool = dataclasses.field(default=False, metadata={"doc": "per layer: the ranks Empirical VBMF estimates from the weight (data-free)"})
 
 
@@ -116,3 +121,11 @@ class DecomposePass(LowRankPass):
             return super().left_whole(layer)
         found = ", ".join(f"{m} {','.join(map(str, r))}" for m, r in self.estimates.get(layer.name, {}).items())
         return f"left whole: no factorization at or above the VBMF rank ({found or 'no estimate for its methods'}) costs fewer MACs"
+
+    def screen(self, picked):
+        if not self.options.timing:
+            return picked
+        kept, slower = timing.faster_only(picked, timing.measure)
+        self.skipped += slower
+        self.stats["layers left whole: chain measured slower"] = len(slower)
+        return kept

@@ -74,6 +74,11 @@ class LowRankPass(Pass):
         """A choice that needs no budget (e.g. a fixed rank); None when the options decide."""
         return None
 
+    def screen(self, picked: list[tuple[Layer, Option]]) -> list[tuple[Layer, Option]]:
+        """The chosen (layer, option) pairs that are rewritten; a subclass may drop some (with a
+        reason in ``self.skipped``)."""
+        return picked
+
     def left_whole(self, layer: Layer) -> str:
         """Why a layer that has options took none of them."""
         return "left whole: the target is met at less total error without it"
@@ -101,6 +106,7 @@ class LowRankPass(Pass):
         for layer, options, option in zip(layers, per_layer, chosen):
             if option is None and options:
                 self.skipped.append((layer.name, self.left_whole(layer)))
+        picked = self.screen(picked)
         if not picked:
             self.note("the target factorizes no layer")
             return PassResult(model, modified=False)
