@@ -35,8 +35,10 @@ def test_the_cli_names_each_factorized_layer_its_chain_and_method(tmp_path, caps
     assert layers["a"]["text"] == f"a: Conv 3x3 8->32 -> Conv 3x1 8->{rank['a']}, Conv 1x3 {rank['a']}->32 (spatial-svd)"
     assert layers["b"]["method_from"] == "names"
     assert {k: layers["b"][k] for k in ("macs_before", "macs_after")} == {k: next(r for r in rows if r["layer"] == "b")[k] for k in ("macs_before", "macs_after")}
-    assert main(["diff", str(original), str(factorized_model), "--no-numeric"]) == 0
+    page = tmp_path / "diff.html"
+    assert main(["diff", str(original), str(factorized_model), "--no-numeric", "--html", str(page)]) == 0
     assert "factorized layers (2)" in capsys.readouterr().out
+    assert "<h2>Factorized layers (2)</h2>" in page.read_text() and "<code>Conv 3x1 8-&gt;" in page.read_text()
 
 
 @pytest.mark.parametrize("name, options", PASSES)
