@@ -30,15 +30,16 @@ def _tau(x: np.ndarray, alpha: float) -> np.ndarray:
     return 0.5 * (x - (1 + alpha) + np.sqrt(np.maximum((x - (1 + alpha)) ** 2 - 4 * alpha, 0.0)))
 
 
-def _free_energy(sigma2: float, l: int, m: int, s: np.ndarray, residual: float, x_bar: float) -> float:
-    """The EVBMF free energy (up to constants) as a function of the noise variance alone."""
+def _free_energy(sigma2: float, l: int, m: int, s: np.ndarray, x_bar: float) -> float:
+    """The EVBMF free energy (up to constants) as a function of the noise variance alone, over all
+    ``L`` singular values (so no residual term)."""
     alpha = l / m
     x = s**2 / (m * sigma2)
     above, below = x[x > x_bar], x[x <= x_bar]
     tau = _tau(above, alpha)
     energy = np.sum(below - np.log(below)) + np.sum(above - tau) + np.sum(np.log((tau + 1) / above))
     energy += alpha * np.sum(np.log(tau / alpha + 1))
-    return float(energy + residual / (m * sigma2) + (l - len(s)) * math.log(sigma2))
+    return float(energy)
 
 
 def evbmf_rank(matrix: np.ndarray) -> int:
@@ -60,7 +61,7 @@ def evbmf_rank(matrix: np.ndarray) -> int:
     if not upper > 0:
         return 1
     lower = min(max(lower, upper * 1e-12), upper)
-    found = minimize_scalar(_free_energy, args=(l, m, s, 0.0, x_bar), bounds=(lower, upper), method="bounded")
+    found = minimize_scalar(_free_energy, args=(l, m, s, x_bar), bounds=(lower, upper), method="bounded")
     threshold = math.sqrt(m * float(found.x) * (1 + tau_bar) * (1 + alpha / tau_bar))
     return max(1, int(np.sum(s > threshold)))
 
