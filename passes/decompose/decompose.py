@@ -128,4 +128,6 @@ class DecomposePass(LowRankPass):
         kept, slower = timing.faster_only(picked, timing.measure)
         self.skipped += slower
         self.stats["layers left whole: chain measured slower"] = len(slower)
+        if slower and self.options.macs + self.options.params > 0:
+            self.note(f"{len(slower)} chosen layers left whole as measured slower: the target may not be met")
         return kept

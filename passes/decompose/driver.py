@@ -10,7 +10,8 @@
 3. Options per layer (``candidates.options``) with their measured relative output errors; a layer
    with no option cheaper than itself is skipped ("no factorization costs fewer MACs").
 4. Choice (``budget``): a MAC or params target at the least total error, a uniform ratio, or an
-   energy (error) threshold per layer.
+   energy (error) threshold per layer; or a fixed choice (``choose_fixed``: separable's rank,
+   decompose's ``vbmf``). ``screen`` may then keep chosen layers whole (decompose's ``timing``).
 5. Rewrite (``rewrite.replace``), then the data-aware refit of each chain's last layer: least squares
    from the inputs it gets in the compressed model to the original layer's outputs, layer after
    layer in graph order (``passes.reconstruct.refit_checked``: asymmetric, so later layers absorb
