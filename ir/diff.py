@@ -20,6 +20,9 @@ Structural diff (``structural_diff(a, b)``), over the main graphs:
    with ``compare_weight_values=True``: initializers and Constant nodes, not computed constants), or
    when the number of outputs differs. Removing a node therefore also shows its consumers as rewired.
 
+Layers of ``a`` that ``b`` computes as a chain of smaller layers (``decompose``, ``separable``) are
+listed in ``factorized`` with the chain and the method (``ir.diff_factorized``).
+
 It also reports initializers, graph inputs and graph outputs added, removed or changed (dtype or
 shape) by name, the op histograms with their delta, and the cost deltas from ``ir.cost.analyze``
 (which infers shapes in place on both models).
@@ -46,6 +49,7 @@ import onnx_ir as ir
 from ir import cost as ir_cost
 from ir import fidelity
 from ir import runtime as ir_runtime
+from ir.diff_factorized import FactorizedLayer, factorized_layers
 
 # Above this many inserted plus deleted nodes, structural alignment uses difflib (greedy, faster).
 MAX_EDITS = 2000
@@ -162,6 +166,8 @@ class StructuralDiff:
     outputs: ValueChanges
     op_histogram: dict[str, dict[str, int]]  # op -> {"before", "after", "delta"}
     cost: dict[str, dict[str, int]]  # field of CostSummary -> {"before", "after", "delta"}
+    # layers of a that b computes as a chain of smaller layers (ir.diff_factorized)
+    factorized: list[FactorizedLayer] = dataclasses.field(default_factory=list)
     # (index in a, index in b) of every matched node pair, in a's order; for drawing, not in to_dict
     pairs: list[tuple[int, int]] = dataclasses.field(default_factory=list, repr=False)
 
@@ -189,6 +195,7 @@ class StructuralDiff:
             "outputs": self.outputs.to_dict(),
             "op_histogram": {op: dict(row) for op, row in self.op_histogram.items()},
             "cost": {name: dict(row) for name, row in self.cost.items()},
+            "factorized_layers": [layer.to_dict() for layer in self.factorized],
         }
 
 
@@ -223,6 +230,7 @@ def structural_diff(
         outputs=_value_changes(a.graph.outputs, b.graph.outputs),
         op_histogram=_before_after(cost_a.op_histogram, cost_b.op_histogram),
         cost=_before_after(_cost_fields(cost_a), _cost_fields(cost_b)),
+        factorized=factorized_layers(a, b),
         pairs=sorted((before.index[node_a], after.index[node_b]) for node_a, node_b in matches.items()),
     )
 

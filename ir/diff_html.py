@@ -83,6 +83,10 @@ def render_html(
     parts += [
         "<h2>Op histogram</h2>",
         _histogram_table(diff, before, after),
+    ]
+    if diff.factorized:
+        parts += [f"<h2>Factorized layers ({len(diff.factorized)})</h2>", _factorized_table(diff.factorized)]
+    parts += [
         f"<h2>Removed nodes ({len(diff.removed_nodes)})</h2>",
         _node_table(diff.removed_nodes),
         f"<h2>Added nodes ({len(diff.added_nodes)})</h2>",
@@ -154,6 +158,15 @@ def _node_table(refs: Sequence[NodeRef]) -> str:
     unnamed = '<span class="muted">(unnamed)</span>'
     rows = [[_num(ref.index), _esc(ref.name) or unnamed, f"<code>{_esc(ref.op_type)}</code>"] for ref in refs]
     return _collapsible(_table(["#", "name", "op"], rows), len(rows), "nodes")
+
+
+def _factorized_table(layers) -> str:
+    rows = []
+    for layer in layers:
+        method = _esc(layer.method) + ("" if layer.method_from == "names" else ' <span class="muted">(by structure)</span>')
+        rows.append([_esc(layer.layer), f"<code>{_esc(layer.before)}</code>", "<br>".join(f"<code>{_esc(a)}</code>" for a in layer.after),
+                     method, _num(layer.macs_before), _num(layer.macs_after)])
+    return _collapsible(_table(["layer", "before", "after", "method", "MACs before", "MACs after"], rows), len(rows), "layers")
 
 
 def _changes_table(changes: Sequence[NodeChange]) -> str:

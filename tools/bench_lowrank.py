@@ -7,7 +7,7 @@ Runtime timing come from ``tools/bench_prune.py``.
 
 Rows per model and MAC target T: ``decompose{macs=T,method=M}`` for each method and auto,
 ``separable{macs=T}``, ``prune{macs=T}`` (its default importance: activation with calibration data),
-``decompose{macs=T/2},prune{macs=T/2}``, ``decompose{macs=T},quantize``, and the anchor: tensorly's
+``decompose{macs=T/2},prune{macs=(T/2)/(1-T/2)}`` (T in all: prune's fraction is of what decompose leaves), ``decompose{macs=T},quantize``, and the anchor: tensorly's
 data-free factorization (SVD / partial Tucker / parafac) at the per-layer ranks that ``decompose``
 auto chose, without refit (what the data-aware fit adds). Columns: MACs, params, accuracy, output
 SQNR on 8 held-back feeds, ORT latency (optimized sessions, 2 threads, interleaved with the
@@ -49,8 +49,8 @@ def pipeline(row: str, target: float, calib: int) -> str:
         return f"separable{{macs={target},{c}}}"
     if row == "prune":
         return f"prune{{macs={target},{c}}}"
-    if row == "decompose+prune":
-        return f"decompose{{macs={target / 2:g},{c}}},prune{{macs={target / 2:g},{c}}}"
+    if row == "decompose+prune":  # half the cut each: prune's fraction is of the model decompose leaves
+        return f"decompose{{macs={target / 2:g},{c}}},prune{{macs={(target / 2) / (1 - target / 2):.4g},{c}}}"
     if row == "decompose+quantize":
         return f"decompose{{macs={target},{c}}},quantize"
     raise ValueError(row)
@@ -181,6 +181,9 @@ def main() -> int:
                 if row == "auto":
                     auto_layers = passes_run[0].layers
                 methods = {}
+                if row == "tensorly":  # the layers auto factorized, by the same methods
+                    for layer in auto_layers:
+                        methods[f"tensorly {layer['method']}"] = methods.get(f"tensorly {layer['method']}", 0) + 1
                 for p in passes_run:
                     for layer in getattr(p, "layers", []) or []:
                         methods[layer.get("method", p.name)] = methods.get(layer.get("method", p.name), 0) + 1
@@ -209,6 +212,10 @@ def _f(value, fmt):
     return "" if value is None else format(value, fmt)
 
 
+def _latency(r) -> str:
+    return "" if r.get("latency_ms") is None else f"{r['latency_ms']:.2f} ({_f(r.get('base_latency_ms'), '.2f')})"
+
+
 def render(results, args, env) -> str:
     lines = ["# Low-rank decomposition and depthwise-separable rewrites", "",
              f"`python tools/bench_lowrank.py --models {args.models} --targets {args.targets} --calib {args.calib} --n-eval {args.n_eval} "
@@ -229,7 +236,7 @@ def render(results, args, env) -> str:
         methods = ", ".join(f"{k} {v}" for k, v in sorted(r.get("methods", {}).items()))
         lines.append(f"| {r['model']} | {label} | {r['macs'] / 1e6:.1f} | {r['params'] / 1e3:.0f} | {_f(r.get('accuracy'), '.3f')} | "
                      f"{_f(r.get('top1'), '.3f')} | {_f(r.get('sqnr_db'), '.1f')} | "
-                     f"{_f(r.get('latency_ms'), '.2f')} ({_f(r.get('base_latency_ms'), '.2f')}) | {_f(r.get('latency_share'), '.2f')} | "
+                     f"{_latency(r)} | {_f(r.get('latency_share'), '.2f')} | "
                      f"{_f(r.get('seconds'), '.1f')} | {_f(r.get('peak_mb'), '.0f')} | {methods} |")
     notes = sorted({f"{r['model']} {r['row']} {r['target']:g}: {n}" for r in results for n in r.get("notes", [])})
     if notes:

@@ -1,4 +1,4 @@
-"""Terminal rendering of `python -m passes diff`: summary, op histogram delta, node changes, outputs."""
+"""Terminal rendering of `python -m passes diff`: summary, op histogram delta, factorized layers, node changes, outputs."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def print_diff(console: Console, data: dict, name_a: str, name_b: str) -> None:
             ops.add_row(op, str(row["before"]), str(row["after"]), f"{row['delta']:+d}")
     if ops.row_count:
         console.print(ops)
+    _factorized_table(console, structural.get("factorized_layers", []))
     _node_table(console, "removed nodes", structural["removed_nodes"])
     _node_table(console, "added nodes", structural["added_nodes"])
     if structural["changed_nodes"]:
@@ -54,6 +55,20 @@ def print_diff(console: Console, data: dict, name_a: str, name_b: str) -> None:
                 continue
             outputs.add_row(name, f"{row['max_abs']:.3g}", f"{row['max_rel']:.3g}", _fmt(row.get("cosine")), _fmt(row.get("sqnr_db")))
         console.print(outputs)
+
+
+def _factorized_table(console: Console, layers: list[dict]) -> None:
+    if not layers:
+        return
+    table = Table(title=f"factorized layers ({len(layers)})")
+    for column in ("layer", "before", "after", "method", "MACs"):
+        table.add_column(column, justify="right" if column == "MACs" else "left")
+    for row in layers[:MAX_ROWS]:
+        method = row["method"] if row["method_from"] == "names" else f"{row['method']} (by structure)"
+        table.add_row(row["layer"], row["before"], "\n".join(row["after"]), method, f"{row['macs_before']:,} -> {row['macs_after']:,}")
+    console.print(table)
+    if len(layers) > MAX_ROWS:
+        console.print(f"... and {len(layers) - MAX_ROWS} more (--json lists every layer)")
 
 
 def _node_table(console: Console, title: str, refs: list[dict]) -> None:

@@ -11,12 +11,14 @@ When the target cannot be reached, every layer takes its largest saving and ``re
 
 ``choose_uniform`` (``ratio=``): per layer, the least-error option that removes at least ``ratio``
 of the layer's MACs. ``choose_by_error`` (``energy=``): per layer, the cheapest option whose relative
-error is at most ``1 - energy``.
+error is at most ``1 - energy``. ``choose_by_estimate`` (``vbmf``): per layer, the cheapest option
+whose every rank is at least the estimate for its method (``vbmf.method_ranks``): the first rank of
+the grid at or above the estimate; methods without an estimate are not chosen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -86,5 +88,20 @@ def choose_by_error(per_layer: Sequence[Sequence[Option]], energy: float) -> lis
     chosen = []
     for options in per_layer:
         fitting = [o for o in options if o.error <= 1 - energy]
+        chosen.append(min(fitting, key=lambda o: o.macs, default=None))
+    return chosen
+
+
+def choose_by_estimate(per_layer: Sequence[Sequence[Option]], estimate: Callable[[object, str], tuple[int, ...] | None]) -> list[Option | None]:
+    chosen = []
+    for options in per_layer:
+        estimates: dict[str, tuple[int, ...] | None] = {}
+        fitting = []
+        for option in options:
+            if option.method not in estimates:
+                estimates[option.method] = estimate(option.layer, option.method)
+            ranks = estimates[option.method]
+            if ranks is not None and all(r >= e for r, e in zip(option.ranks, ranks)):
+                fitting.append(option)
         chosen.append(min(fitting, key=lambda o: o.macs, default=None))
     return chosen

@@ -3,7 +3,11 @@
 Rules:
 - Targets, exactly one: ``macs=F`` / ``params=F`` (the model loses at least F of its MACs / params,
   at the least total measured error), ``ratio=F`` (every layer that can loses at least F of its MACs),
-  ``energy=E`` (per layer, the cheapest factorization whose relative output error is at most 1 - E).
+  ``energy=E`` (per layer, the cheapest factorization whose relative output error is at most 1 - E),
+  ``vbmf=true`` (per layer, the ranks Empirical VBMF estimates from the weight alone, rounded up to
+  the rank grid; the cheapest method at its estimate; data-free, for models without calibration
+  data; ``passes.decompose.vbmf``). cp has no VBMF estimate: ``method=cp`` with ``vbmf`` is refused,
+  auto leaves cp out.
 - Methods (``method=auto`` takes, per layer, whichever option the budget prefers among all that
   apply; the error of each is measured, so auto is never worse than one method on the chosen objective):
   - ``svd``: Gemm, MatMul with a constant weight, and Conv of any kernel (as ``[N, C*k]``): a layer
@@ -18,6 +22,10 @@ Rules:
   non-float weights, unknown shapes, Gemm with transA, 4-D+ kernels, spatial-svd/cp with auto_pad,
   and any layer where no factorization costs fewer MACs than the layer itself (``allow_more_macs``
   lifts this last rule, e.g. to check exactness at full rank).
+- ``timing=true``: each chosen layer is timed alone against its factorized chain alone (one-layer ONNX
+  Runtime sessions, median of a few runs; ``passes.decompose.timing``) and left whole, with the reason
+  "factorized form measured slower (x ms vs y ms)", when the chain is slower. Off by default: it
+  costs two sessions per layer and is only as good as the machine is quiet.
 - Ranks are multiples of ``round`` (default 8: ONNX Runtime's blocked conv kernels want channel
   counts that are multiples of 8), or the full rank.
 - With calibration data (``calib`` feeds): errors measured on each layer's input covariance, SVD
@@ -36,7 +44,7 @@ from typing import Literal
 
 from ir.errors import UsageError
 from passes.base import register
-from passes.decompose import candidates
+from passes.decompose import budget, candidates, timing, vbmf
 from passes.decompose.driver import LowRankPass, fraction
 
 Method = Literal["auto", "svd", "spatial-svd", "tucker", "cp"]
@@ -57,18 +65,24 @@ class DecomposeOptions:
     ridge: float = dataclasses.field(default=1e-3, metadata={"check": lambda v: v >= 0, "rule": "non-negative", "doc": "relative ridge regularization of the refit"})
     protect: str = dataclasses.field(default="", metadata={"doc": "|-separated name patterns of layers to keep whole"})
     allow_more_macs: bool = dataclasses.field(default=False, metadata={"doc": "also factorize where it costs more MACs (exactness checks)"})
+    timing: bool = dataclasses.field(default=False, metadata={"doc": "time each chosen layer against its chain alone; keep it whole when the chain is slower"})
+    vbmf: bool = dataclasses.field(default=False, metadata={"doc": "per layer: the ranks Empirical VBMF estimates from the weight (data-free)"})
 
 
 @register
 class DecomposePass(LowRankPass):
     name = "decompose"
     Options = DecomposeOptions
+    TARGETS = (*LowRankPass.TARGETS, "vbmf")
 
     def __init__(self, **options):
         super().__init__(**options)
         given = [name for name in self.TARGETS if getattr(self.options, name) > 0]
         if len(given) != 1:
-            raise UsageError("pass 'decompose': give exactly one of macs, params, ratio, energy (a fraction in (0, 1))")
+            raise UsageError("pass 'decompose': give exactly one of macs, params, ratio, energy (a fraction in (0, 1)) or vbmf=true")
+        if self.options.vbmf and self.options.method == "cp":
+            raise UsageError("pass 'decompose': vbmf estimates svd, spatial-svd and tucker ranks, not cp ranks")
+        self.estimates: dict[str, dict[str, tuple[int, ...]]] = {}
 
     def methods(self) -> tuple[str, ...]:
         return candidates.DECOMPOSE_METHODS if self.options.method == "auto" else (self.options.method,)
@@ -86,3 +100,35 @@ class DecomposePass(LowRankPass):
                 found += candidates.options(layer, method, rows, multiple=self.options.round, limit=self.options.candidates,
                                             allow_more_macs=self.options.allow_more_macs)
         return found
+
+    def choose_fixed(self, per_layer):
+        if not self.options.vbmf:
+            return None
+        self.estimates = {}
+
+        def estimate(layer, method):
+            ranks = vbmf.method_ranks(layer, method)
+            if ranks is not None:
+                self.estimates.setdefault(layer.name, {})[method] = ranks
+            return ranks
+
+        chosen = budget.choose_by_estimate(per_layer, estimate)
+        self.report["vbmf_ranks"] = {name: {m: list(r) for m, r in found.items()} for name, found in self.estimates.items()}
+        self.note(f"ranks from Empirical VBMF of each weight (data-free; Nakajima et al. 2013), rounded up to a multiple of {self.options.round}")
+        return chosen
+
+    def left_whole(self, layer):
+        if not self.options.vbmf:
+            return super().left_whole(layer)
+        found = ", ".join(f"{m} {','.join(map(str, r))}" for m, r in self.estimates.get(layer.name, {}).items())
+        return f"left whole: no factorization at or above the VBMF rank ({found or 'no estimate for its methods'}) costs fewer MACs"
+
+    def screen(self, picked):
+        if not self.options.timing:
+            return picked
+        kept, slower = timing.faster_only(picked, timing.measure)
+        self.skipped += slower
+        self.stats["layers left whole: chain measured slower"] = len(slower)
+        if slower and self.options.macs + self.options.params > 0:
+            self.note(f"{len(slower)} chosen layers left whole as measured slower: the target may not be met")
+        return kept

@@ -10,7 +10,8 @@
 3. Options per layer (``candidates.options``) with their measured relative output errors; a layer
    with no option cheaper than itself is skipped ("no factorization costs fewer MACs").
 4. Choice (``budget``): a MAC or params target at the least total error, a uniform ratio, or an
-   energy (error) threshold per layer.
+   energy (error) threshold per layer; or a fixed choice (``choose_fixed``: separable's rank,
+   decompose's ``vbmf``). ``screen`` may then keep chosen layers whole (decompose's ``timing``).
 5. Rewrite (``rewrite.replace``), then the data-aware refit of each chain's last layer: least squares
    from the inputs it gets in the compressed model to the original layer's outputs, layer after
    layer in graph order (``passes.reconstruct.refit_checked``: asymmetric, so later layers absorb
@@ -86,6 +87,15 @@ class LowRankPass(Pass):
         """A choice that needs no budget (e.g. a fixed rank); None when the options decide."""
         return None
 
+    def screen(self, picked: list[tuple[Layer, Option]]) -> list[tuple[Layer, Option]]:
+        """The chosen (layer, option) pairs that are rewritten; a subclass may drop some (with a
+        reason in ``self.skipped``)."""
+        return picked
+
+    def left_whole(self, layer: Layer) -> str:
+        """Why a layer that has options took none of them."""
+        return "left whole: the target is met at less total error without it"
+
     # -- the driver ----------------------------------------------------------------------------------
     def call(self, model: ir.Model) -> PassResult:
         opts = self.options
@@ -110,7 +120,8 @@ class LowRankPass(Pass):
         picked = [(layer, option) for layer, option in zip(layers, chosen) if option is not None]
         for layer, options, option in zip(layers, per_layer, chosen):
             if option is None and options:
-                self.skipped.append((layer.name, "left whole: the target is met at less total error without it"))
+                self.skipped.append((layer.name, self.left_whole(layer)))
+        picked = self.screen(picked)
         if not picked:
             self.note("the target factorizes no layer")
             return PassResult(model, modified=False)

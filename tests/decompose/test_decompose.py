@@ -155,3 +155,15 @@ def test_the_budget_choice_is_the_least_total_error_meeting_the_target():
         total = sum(o.error for o in chosen if o is not None)
         assert sum(budget.saving(o, "macs") for o in chosen if o is not None) >= needed
         assert total <= best + 0.02  # exact up to the rounding of savings into bins
+
+
+def test_whitened_svd_of_a_layer_with_more_outputs_than_inputs_matches_its_output_error_at_every_rank():
+    from passes.decompose.factorize import WhitenedSVD, relative_error
+
+    rng = np.random.default_rng(4)
+    weight = rng.standard_normal((300, 40))  # like a classifier: many outputs, few inputs
+    rows = (rng.standard_normal((256, 40)) @ rng.standard_normal((40, 40))).astype(np.float32)
+    svd = WhitenedSVD(weight, rows)
+    for rank in (1, 8, 25, 40):
+        assert relative_error(weight, svd.at(rank).approximation, rows) == pytest.approx(svd.errors()[rank], abs=1e-6)
+    assert svd.errors()[40] == 0.0 and relative_error(weight, svd.at(40).approximation) < 1e-20  # full rank: exact
