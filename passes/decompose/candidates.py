@@ -50,8 +50,10 @@ def applicable(layer: Layer, method: str) -> str | None:
     if method in ("spatial-svd", "cp", "separable"):
         if method != "separable" and not conv2d:
             return f"{method} needs a 2-D kernel"
-        if method == "spatial-svd" and min(layer.kernel) < 2:
-            return "spatial-svd needs a kernel of at least 2 in both axes"
+        if method in ("spatial-svd", "cp") and min(layer.kernel) < 2:
+            # For a 1xK kernel one of CP's two depthwise layers is a per-channel scale: the chain is
+            # svd/tucker with an extra layer, and CP-ALS is the slowest factorization to compute.
+            return f"{method} needs a kernel of at least 2 in both axes"
         if method != "separable" and layer.auto_pad != "NOTSET":
             return f"{method} splits the padding per axis: auto_pad={layer.auto_pad} is not handled"
     return None

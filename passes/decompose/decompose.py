@@ -16,7 +16,7 @@ Rules:
   - ``spatial-svd``: a 2-D KxK Conv (both sides at least 2) -> ``kh x 1`` (C -> r) -> ``1 x kw`` (r -> N).
   - ``tucker``: Tucker-2 of a Conv kernel (1-D to 3-D, larger than 1x1): 1x1 C -> r_in, the kernel
     r_in -> r_out, 1x1 r_out -> N.
-  - ``cp``: a 2-D kernel by rank-R CP: 1x1 C -> R, ``kh x 1`` depthwise, ``1 x kw`` depthwise,
+  - ``cp``: a 2-D kernel (both sides at least 2) by rank-R CP: 1x1 C -> R, ``kh x 1`` depthwise, ``1 x kw`` depthwise,
     1x1 R -> N.
 - Refused, with the reason in ``self.skipped``: grouped and depthwise convs, non-constant or
   non-float weights, unknown shapes, Gemm with transA, 4-D+ kernels, spatial-svd/cp with auto_pad,

@@ -125,6 +125,11 @@ def test_spatial_svd_refuses_a_kernel_with_a_side_of_one():
     assert "larger than 1x1" in reasons["y"]
 
 
+def test_cp_leaves_a_1xk_kernel_to_the_other_methods():
+    pass_, _ = run_pass("decompose", chain_model(), energy=0.9, method="cp", holdout=0)
+    assert "cp needs a kernel of at least 2 in both axes" in dict(pass_.skipped)["c"]
+
+
 def test_options_are_validated():
     with pytest.raises(UsageError, match="exactly one of macs, params, ratio, energy"):
         create("decompose", {})
