@@ -72,7 +72,7 @@ class TuningRequest:
     trials: int
     database: Path | None = None
     progress: Callable[[int, int], None] | None = dataclasses.field(default=None, compare=False)
-    weight_prepack: bool = False  # let tuned schedules choose the weights' layout (backends.tuning)
+    weight_prepack: bool = True  # tuned schedules choose the weights' layout (backends.tuning; docs/int8_tvm.md: 2.6x on a 3x3 conv)
 
 
 @dataclasses.dataclass(frozen=True)
