@@ -35,7 +35,7 @@ def compile_model(
     name: str = "model",
     rtol: float = 1e-4,
     atol: float = 1e-5,
-    tune_trials: int | None = None,
+    tune_trials: int | str | None = None,
     tune_db: str | os.PathLike[str] | None = None,
     tune_progress: Callable[[int, int], None] | None = None,
     measure_repeat: int = 0,

@@ -153,7 +153,7 @@ def alternating_latency(library, model, feeds, repeat: int) -> tuple[float, floa
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--budgets", action="append", default=[], help="trial budgets: '64,256' for every model, or 'MODEL=64,256' (repeatable)")
+    parser.add_argument("--budgets", action="append", default=[], help="trial budgets: '64,256' or '8x' (8 per task) for every model, or 'MODEL=64,256' (repeatable)")
     parser.add_argument("--models", default="ppocr-det,resnet50")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--target", default="llvm", help="TVM target of every build ('llvm': this machine's CPU, see backends/host_build.py)")
@@ -206,7 +206,7 @@ def budget_table(specs: list[str]) -> dict[str, list[int]]:
     table = {}
     for spec in specs:
         model, _, numbers = spec.rpartition("=")
-        table[model or "*"] = [int(b) for b in numbers.split(",")]
+        table[model or "*"] = [b if b.endswith("x") else int(b) for b in numbers.split(",")]  # "8x": 8 trials per task
     return table
 
 

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--calib-preprocess", help="for image folders: size=HxW,mean=a/b/c,std=a/b/c,scale=s,layout=nchw|nhwc,color=rgb|bgr")
     optimize.add_argument("--calib-limit", type=int, default=None, help="use at most this many calibration samples")
     optimize.add_argument("--target", action="append", default=[], help="TVM target or preset (see 'targets'), e.g. llvm, arm-a72, 'llvm -mcpu=skylake-avx512' or llvm -mcpu=cortex-a72 unquoted; repeat for several libraries")
-    optimize.add_argument("--tune-trials", type=int, metavar="N", help="tune with MetaSchedule: N measured candidates in all (0: only apply --tune-db)")
+    optimize.add_argument("--tune-trials", type=_trials, metavar="N|Nx", help="tune with MetaSchedule: N measured candidates in all, or Nx: N for each task (0: only apply --tune-db)")
     optimize.add_argument("--tune-db", metavar="DIR", help="tuning database folder, created when missing and reused across runs and models")
     optimize.add_argument("--measure", type=int, default=0, metavar="N", help="measure each library's latency: median of N runs (here, or on --rpc)")
     optimize.add_argument("--rpc", metavar="[KEY@]HOST:PORT", help="a device reached through TVM's RPC: a server, or a tracker with the device KEY; used to measure and tune")
@@ -110,3 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         errors.print(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", markup=False, soft_wrap=True)
         return 1
 
+
+
+def _trials(text: str) -> int | str:
+    """``--tune-trials``: an integer, or ``Nx`` (checked by ``backends.tuning.validate_tuning``)."""
+    return int(text) if text.strip().lstrip("-").isdigit() else text

@@ -173,7 +173,8 @@ def _progress(options: dict, message: str):
     from rich.progress import Progress
 
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("tuning (MetaSchedule)", total=options["tune_trials"])
+        total = options["tune_trials"] if isinstance(options["tune_trials"], int) else None  # Nx: known once the tasks are extracted
+        task = progress.add_task("tuning (MetaSchedule)", total=total)
         yield dict(options, tune_progress=lambda done, total: progress.update(task, completed=done, total=total))
 
 

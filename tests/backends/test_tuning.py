@@ -28,6 +28,18 @@ def test_trials_must_be_a_non_negative_integer(trials):
         validate_tuning(trials, None)
 
 
+@pytest.mark.parametrize("trials", ["8 per task", "x", "-2x", "2.5x"])
+def test_a_per_task_budget_is_a_whole_number_followed_by_x(trials):
+    with pytest.raises(UsageError, match="or Nx"):
+        validate_tuning(trials, None)
+
+
+def test_a_per_task_budget_is_kept_apart_from_the_whole_budget():
+    request = validate_tuning("8x", None)
+    assert (request.trials_per_task, request.trials) == (8, 0)
+    assert validate_tuning(8, None).trials_per_task == 0
+
+
 def test_a_file_is_not_a_tuning_database(tmp_path):
     (tmp_path / "db").write_text("")
     with pytest.raises(UsageError, match="is a file; give a folder"):
@@ -64,3 +76,13 @@ def test_tuning_fills_the_database_and_a_second_run_reuses_it(tmp_path):
     assert second.tuning.trials == 0
     assert second.tuning.tasks_from_database >= 1
     assert second.check is not None and second.check.passed
+
+
+@pytest.mark.tvm
+@pytest.mark.slow
+def test_a_per_task_budget_gives_every_task_its_trials(tmp_path):
+    pytest.importorskip("xgboost")
+    result = compile_model(tiny_cnn(), "llvm", tmp_path, tune_trials="2x")
+    assert result.tuning.trials >= 2 * result.tuning.tasks
+    assert result.tuning.tasks_tuned == result.tuning.tasks
+    assert result.check is not None and result.check.passed
