@@ -16,7 +16,7 @@ Ranges (``observed_range(method)``) always contain zero, so zero is exactly repr
 - ``percentile``: the ``percentile`` and ``100 - percentile`` quantiles of the histogram;
 - ``entropy``: the threshold ``t`` minimizing the KL divergence between the histogram of ``|x|``
   and its quantized version (TensorRT's calibration), giving ``[max(min, -t), min(max, t)]``; ``t``
-  never clips more than 0.01% of the values;
+  clips less than 0.01% of the values;
 - ``mse``: the range ``[r min, r max]`` (``r`` on a grid in (0, 1]) minimizing the expected squared
   error of quantizing the histogram: rounding error ``step^2 / 12`` inside, clipping error outside.
 """

@@ -45,7 +45,7 @@ def test_a_first_batch_below_one_keeps_its_own_span():
 
 
 def test_a_batch_filling_the_window_exactly_does_not_coarsen():
-    batches = [[0.5, 4.0], [15.5, 15.25]]  # width 1; bins 0..15 hold everything: 16 bins
+    batches = [[0.5, 4.0], [0.25, 15.5, 15.25]]  # width 1; the batch alone spans bins 0..15: 16 bins
     observer = observe(batches, bins=16)
     assert observer.width == 1.0 and observer.first == 0
     assert_counts_are_np_histogram(observer, batches)
@@ -113,6 +113,17 @@ def test_low_precision_inputs_are_binned_like_their_float64_values():
     observer.update(np.float16([0.001, 0.004]))  # width 1e-3: 1000 / width overflows float16
     observer.update(values)
     assert_counts_are_np_histogram(observer, [np.float16([0.001, 0.004]).astype(np.float64), values.astype(np.float64)])
+
+
+def test_float32_inputs_are_binned_at_float64_precision():
+    """Values whose float32 quotient by the width rounds up onto the next bin edge stay in their bin."""
+    observer = observe([[0.0, 0.4]], bins=16)  # width 0.1
+    near_edges = [v for k in range(1, 16) for v in np.float32(k * 0.1) - np.arange(8) * np.float32(3e-8)
+                  if np.floor(np.float64(v) / 0.1) != np.floor(np.float32(v) / np.float32(0.1))]
+    assert near_edges  # the precondition: float32 division would move these values
+    observer.update(np.array(near_edges, dtype=np.float32))
+    float64_twin = observe([[0.0, 0.4], np.array(near_edges, dtype=np.float32).astype(np.float64)], bins=16)
+    np.testing.assert_array_equal(observer.counts, float64_twin.counts)
 
 
 def test_a_single_value_has_a_range():
@@ -192,13 +203,24 @@ def small_signed():
     return [rng.standard_normal(20_000) * 0.1, [0.9, -0.2]]
 
 
+def far_from_zero():
+    rng = np.random.default_rng(18)
+    return [5.0 + rng.exponential(0.3, 20_000), rng.uniform(8.0, 12.0, 30)]
+
+
+def bimodal():
+    rng = np.random.default_rng(19)
+    return [rng.normal(-1.0, 0.2, 10_000), rng.normal(2.0, 0.5, 3000), rng.uniform(-6.0, 9.0, 60)]
+
+
 def single_outliers():
     rng = np.random.default_rng(16)
     return [rng.standard_normal(5000), rng.uniform(4.0, 25.0, 40)]
 
 
 DATA = {"signed_heavy_tail": signed_heavy_tail, "relu_with_zeros": relu_with_zeros, "sparse_levels": sparse_levels,
-        "shifted_positive": shifted_positive, "small_signed": small_signed, "single_outliers": single_outliers}
+        "shifted_positive": shifted_positive, "small_signed": small_signed, "single_outliers": single_outliers,
+        "far_from_zero": far_from_zero, "bimodal": bimodal}
 
 
 @pytest.mark.parametrize("levels", [256, 16])
@@ -218,6 +240,15 @@ def test_entropy_threshold_has_the_smallest_kl_divergence_of_the_search(data, le
     assert (lo, hi) == (max(-t, min(observer.min, 0.0)), min(t, max(observer.max, 0.0)))
 
 
+def test_entropy_never_clips_one_value_in_ten_thousand():
+    """Exactly 0.01% of the values beyond the bulk is not "less than 0.01%": the outlier stays in range."""
+    rng = np.random.default_rng(17)
+    observer = observe([rng.standard_normal(9999), [50.0]])
+    assert observer.observed_range("entropy")[1] == 50.0
+    observer = observe([rng.standard_normal(20_000), [50.0]])  # one in twenty thousand may be clipped
+    assert observer.observed_range("entropy")[1] < 10.0
+
+
 # -- mse: the documented error at every grid point ----------------------------------------------------
 def mse_error_reference(observer, low, high, levels):
     """Expected squared error of quantizing the histogram (values at their bin centers) on [low, high]."""
@@ -230,7 +261,7 @@ def mse_error_reference(observer, low, high, levels):
 
 
 @pytest.mark.parametrize("levels", [256, 16])
-@pytest.mark.parametrize("data", ["signed_heavy_tail", "shifted_positive", "small_signed", "single_outliers"])
+@pytest.mark.parametrize("data", ["signed_heavy_tail", "shifted_positive", "small_signed", "single_outliers", "far_from_zero", "bimodal"])
 def test_mse_range_has_the_smallest_expected_error_on_the_grid(data, levels):
     observer = observe(DATA[data]())
     lo0, hi0 = min(observer.min, 0.0), max(observer.max, 0.0)
