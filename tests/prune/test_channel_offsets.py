@@ -157,3 +157,19 @@ def test_ppocr_rec_fused_qkv_heads_say_why():
     create("fold-constants", {})(model)  # its Reshape targets are computed from Shape until folded
     reasons = [r for g in describe_groups(model) for r in g["reasons"]]
     assert any("splits the channel axis into 3 x 8 x 15 (attention heads" in r for r in reasons)
+
+
+# -- ir.channel_groups.offsets on a hand-made layout: segments of 4, 6 and 2 channels on axis 1 --------
+def test_pieces_hold_whole_segments_or_nothing():
+    from ir.channel_groups import offsets
+    from ir.channel_groups.model import Layout, Segment
+
+    layout = Layout(1, (Segment(0, 4), Segment(1, 6), Segment(2, 2)))
+    assert offsets.boundaries(layout) == [0, 4, 10, 12]
+    assert offsets.segments_between(layout, 4, 12) == layout.segments[1:]
+    assert offsets.segments_between(layout, 0, 4) == layout.segments[:1]
+    assert offsets.segments_between(layout, 2, 10) is None  # cuts through the first segment
+    assert offsets.segments_between(layout, 4, 4) is None  # an empty piece holds no segment
+    assert offsets.segments_between(layout, 10, 4) is None
+    before_b = offsets.prefix(layout, 10)
+    assert before_b == Layout(1, layout.segments[:2]) and before_b.channels == 10
