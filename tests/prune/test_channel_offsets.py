@@ -173,3 +173,23 @@ def test_pieces_hold_whole_segments_or_nothing():
     assert offsets.segments_between(layout, 10, 4) is None
     before_b = offsets.prefix(layout, 10)
     assert before_b == Layout(1, layout.segments[:2]) and before_b.channels == 10
+
+
+# -- why a Reshape ends channel tracking (the reason shown to the user) ---------------------------------
+SPLITS = "splits the channel axis into {} (attention heads or a channel shuffle) in a way whole heads cannot be tracked"
+MIXES = "mixes the channel axis with other axes (e.g. the merge ending a channel shuffle): the new channel order is not modeled"
+
+
+@pytest.mark.parametrize(("in_dims", "out_dims", "axis", "reason"), [
+    ([1, 12, 8, 8], [1, 3, 4, 8, 8], 1, SPLITS.format("3 x 4")),                 # a shuffle's first Reshape
+    ([1, 197, 768], [1, 197, 3, 4, 64], 2, SPLITS.format("3 x 4 x 64")),         # fused q/k/v heads
+    ([2, 6, 5], [2, 2, 3, 5], 1, SPLITS.format("2 x 3")),                       # a batch of 2 before C
+    ([1, 3, 4, 8, 8], [1, 12, 8, 8], 2, MIXES),                                 # the shuffle's merge back
+    ([2, 6], [12], 1, MIXES),                                                   # C merged with the batch
+    ([1, 12, 64], [1, 8, 96], 1, MIXES),                                         # C cut across factors
+    ([3, 4, 5], [3, 2, 10], 1, MIXES),                                          # C's factors run past it
+])
+def test_reshape_reasons_name_the_split_factors_or_the_mixing(in_dims, out_dims, axis, reason):
+    from ir.channel_groups.analysis import _reshape_reason
+
+    assert _reshape_reason("Reshape r", in_dims, out_dims, axis) == f"Reshape r {reason}"
