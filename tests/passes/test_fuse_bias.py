@@ -188,3 +188,27 @@ def test_matmul_outside_the_branch_of_its_add_is_left_alone():
     text = weights_model_text("(bool c, float[2,3] x, float[2,5] x2) => (float[2,5] y)", weights, body)
     _, result, _ = apply_pass("fuse-bias", text)
     assert not result.modified
+
+
+PARALLEL_CONVS = "a = Conv <pads = [1,1,1,1]> (x, w1)\nsa = Add (a, c1)\nb = Conv <pads = [1,1,1,1]> (x, w2)\nsb = Sub (b, c2)\ny = Mul (sa, sb)"
+
+
+def test_every_bias_fused_in_a_model_is_counted():
+    weights = {"w1": RNG.standard_normal((4, 3, 3, 3)), "w2": RNG.standard_normal((4, 3, 3, 3)),
+               "c1": RNG.standard_normal((1, 4, 1, 1)), "c2": RNG.standard_normal((1, 4, 1, 1))}
+    rewrite, result, error = fuse(weights_model_text(CONV_IO, weights, PARALLEL_CONVS))
+    assert result.modified and op_counts(result.model) == {"Conv": 2, "Mul": 1}
+    assert rewrite.stats["biases fused"] == 2
+    assert error < 1e-5
+
+
+@pytest.mark.parametrize("opset", [7, 13])
+def test_every_matmul_and_add_becomes_gemm_from_opset_7_and_is_counted(opset):
+    weights = {"w1": RNG.standard_normal((3, 5)), "w2": RNG.standard_normal((3, 5)), "a1": RNG.standard_normal(5), "a2": RNG.standard_normal(5)}
+    body = "t1 = MatMul (x, w1)\ns1 = Add (t1, a1)\nt2 = MatMul (x, w2)\ns2 = Add (t2, a2)\ny = Mul (s1, s2)"
+    text = weights_model_text("(float[2,3] x) => (float[2,5] y)", weights, body).replace('"" : 17', f'"" : {opset}')
+    rewrite, result, error = fuse(text)
+    assert f'"" : {opset}' in text and result.modified  # opset 7: the first Gemm that broadcasts C
+    assert op_counts(result.model) == {"Gemm": 2, "Mul": 1}
+    assert rewrite.stats["matmul+add to gemm"] == 2
+    assert error < 1e-5
