@@ -493,3 +493,28 @@ def test_squeeze_and_unsqueeze_results_are_numpy_shapes(axes):
     if squeezable == axes:
         assert _view_result(nodes["q"], [1, 3, 1, 1], axes) == list(np.squeeze(ones, tuple(axes)).shape)
     assert _view_result(nodes["q"], [1, 3, 1, 1], None) == [3]
+
+
+@pytest.mark.parametrize("opset", [10, 13])
+def test_a_slice_with_default_axes_and_steps_takes_the_merged_parameters(opset):
+    # the second Slice has only starts and ends (axis 0, step 1 by default): it grows to five inputs
+    text = model_text(
+        "r = Slice(x, one, big, two, two)\n y = Slice(r, one, big)",
+        "float[3,4,6] x", "float[2,4,3] y", opset=opset,
+        inits="int64[1] one = {1}, int64[1] two = {2}, int64[1] big = {9223372036854775807}",
+    )
+    before, result, merge = apply(text)
+    assert op_types(result.model) == ["Slice"] and merge.stats == {"Slice->Slice merged": 1}
+    merged = next(iter(result.model.graph))
+    assert [ints_of(merged.inputs[k]) for k in (1, 3, 4)] == [[1, 1], [2, 0], [2, 1]]
+    assert_same_outputs(before, result.model)
+
+
+def test_a_slice_that_is_a_graph_output_or_read_as_a_parameter_is_not_merged():
+    inits = "int64[1] z = {0}, int64[1] one = {1}, int64[1] two = {2}, int64[1] big = {100}"
+    text = model_text("r = Slice(x, z, one, z)\n y = Slice(r, z, one, two)", "float[2,3,4] x", "float[1,3,1] y, float[1,3,4] r", inits=inits)
+    _, result, _ = apply(text)
+    assert op_types(result.model) == ["Slice", "Slice"]
+    text = model_text("e = Slice(s, z, one, z)\n y = Slice(x, z, e, two)", "float[2,3,4] x, int64[2] s", "float[2,3,A] y", inits=inits)
+    _, result, _ = apply(text)
+    assert op_types(result.model) == ["Slice", "Slice"]
