@@ -690,8 +690,10 @@ def _reshape_reason(label: str, in_dims, out_dims, axis: int) -> str:
             while end < len(out_dims) and product < in_dims[axis]:
                 product *= out_dims[end]
                 end += 1
-            if product == in_dims[axis] and end - index >= 2:
-                parts = " x ".join(str(d) for d in out_dims[index:end])
+            # Unit factors (a batch of 1 ahead of the split) split nothing: name the real ones.
+            factors = [d for d in out_dims[index:end] if d != 1]
+            if product == in_dims[axis] and len(factors) >= 2:
+                parts = " x ".join(str(d) for d in factors)
                 return (f"{label} splits the channel axis into {parts} (attention heads or a channel shuffle) "
                         "in a way whole heads cannot be tracked")
         prefix *= out_dims[index]

@@ -156,3 +156,53 @@ def test_custom_domain_nodes_are_left_alone_and_noted():
 def test_nothing_to_do_reports_unmodified():
     _, result, common = apply(model_text("a = Relu(x)\n y = Neg(a)"))
     assert not result.modified and not common.stats
+
+
+def test_every_duplicate_initializer_finds_its_first_copy_and_is_counted():
+    # the first initializer is a graph input (skipped); w2/w3 differ from w1 but equal each other
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,3] x, float[3] w0) => (float[2,3] y)
+      <float[3] w0 = {1, 2, 3}, float[3] w1 = {1, 2, 3}, float[3] w2 = {4, 5, 6}, float[3] w3 = {4, 5, 6}, float[3] w4 = {4, 5, 6}> {
+        a = Mul(x, w0)
+        b = Mul(a, w1)
+        c = Mul(b, w2)
+        d = Mul(c, w3)
+        y = Mul(d, w4)
+    }
+    """
+    before, result, common = apply(text)
+    assert result.modified  # sharing initializers alone is a modification
+    assert sorted(result.model.graph.initializers) == ["w0", "w1", "w2"]
+    assert common.stats == {"initializers shared": 2}
+    assert_same_outputs(before, result.model)
+
+
+def test_string_tensors_compare_item_by_item():
+    # ["ab", "c"] and ["a", "bc"] have the same concatenated bytes; only the equal lists are shared
+    body = ('a = Constant <value = string[2] {"ab", "c"}> ()\n b = Constant <value = string[2] {"a", "bc"}> ()\n'
+            ' c = Constant <value = string[2] {"ab", "c"}> ()\n y = Identity(x)')
+    _, result, common = apply(model_text(body, outputs="float[2,3] y, string[2] a, string[2] b, string[2] c"))
+    assert common.stats.get("Constant nodes shared", 0) == 0  # c is a graph output: it stays...
+    body = body.replace("y = Identity(x)", "y = Identity(x)\n k = Concat <axis = 0> (a, b, c)")
+    _, result, common = apply(model_text(body, outputs="float[2,3] y, string[6] k"))
+    assert common.stats == {"Constant nodes shared": 1}  # ...and once read only by Concat, c is a's copy
+    concat = [n for n in result.model.graph if n.op_type == "Concat"][0]
+    assert concat.inputs[0] is concat.inputs[2] and concat.inputs[0] is not concat.inputs[1]
+
+
+def test_nodes_with_list_attributes_merge_and_every_merge_is_counted():
+    body = ("a = Transpose <perm = [1, 0]> (x)\n b = Transpose <perm = [1, 0]> (x)\n c = Transpose <perm = [1, 0]> (x)\n"
+            " d = Add(a, b)\n e = Add(d, c)\n y = Transpose <perm = [1, 0]> (e)")
+    before, result, common = apply(model_text(body))
+    assert op_types(result.model) == ["Transpose", "Add", "Add", "Transpose"]
+    assert common.stats == {"common nodes removed": 2}
+    assert_same_outputs(before, result.model)
+
+
+def test_nodes_never_merged_and_duplicates_that_must_stay_do_not_end_the_search():
+    # a random node and a graph-output duplicate come first; the Relu pair after them still merges
+    body = ("n = RandomUniformLike(x)\n y = Neg(x)\n z = Neg(x)\n a = Relu(x)\n b = Relu(x)\n s = Add(a, b)\n w = Add(s, n)")
+    _, result, common = apply(model_text(body, outputs="float[2,3] y, float[2,3] z, float[2,3] w"))
+    assert common.stats == {"common nodes removed": 1}
+    assert op_types(result.model).count("Relu") == 1 and op_types(result.model).count("Neg") == 2

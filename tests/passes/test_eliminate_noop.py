@@ -202,3 +202,62 @@ def test_nothing_to_do_reports_unmodified():
     _, result, noop = apply(model_text("y = Relu(x)"))
     assert not result.modified
     assert not noop.stats
+
+
+# The same rules on the last node, whose output is a graph output: view ops are then judged by their own
+# rule (the inferred-shape shortcut does not apply to a declared shape). The no-op reads t = Relu(x).
+REMOVED_AT_OUTPUT = {
+    "reshape same shape": ("y = Reshape(t, s)", {"inits": "int64[2] s = {2, 3}"}),
+    "reshape one -1": ("y = Reshape(t, s)", {"inits": "int64[2] s = {2, -1}"}),
+    "flatten default axis": ("y = Flatten(t)", {}),
+    "flatten axis -1": ("y = Flatten <axis = -1> (t)", {}),
+    "expand to own shape": ("y = Expand(t, s)", {"inits": "int64[2] s = {1, 3}"}),
+    "slice whole on axis -1": ("y = Slice(t, s, e, a)", {"inits": "int64[1] s = {0}, int64[1] e = {3}, int64[1] a = {-1}"}),
+    "dropout opset 7": ("y = Dropout(t)", {"opset": 7}),
+    "dropout opset 6 is_test": ("y = Dropout <is_test = 1> (t)", {"opset": 6}),
+    "pad zeros opset 11": ("y = Pad(t, p)", {"opset": 11, "inits": "int64[4] p = {0, 0, 0, 0}"}),
+}
+
+
+@pytest.mark.parametrize("case", REMOVED_AT_OUTPUT)
+def test_noop_writing_a_graph_output_is_removed(case):
+    body, args = REMOVED_AT_OUTPUT[case]
+    before, result, noop = apply(model_text("t = Relu(x)\n " + body, **args))
+    assert result.modified and op_types(result.model) == ["Relu"]
+    assert [v.name for v in result.model.graph.outputs] == ["y"]
+    if args.get("opset", 17) >= 7:  # ONNX Runtime has no Dropout-6 to compare with
+        assert_equivalent(before, result.model)
+
+
+KEPT_AT_OUTPUT = {
+    "flatten axis 0": ("y = Flatten <axis = 0> (t)", {"outputs": "float[1,6] y"}),
+    "flatten axis 2": ("y = Flatten <axis = 2> (t)", {"outputs": "float[6,1] y"}),
+    "reshape adding a unit dim": ("y = Reshape(t, s)", {"outputs": "float[2,3,1] y", "inits": "int64[3] s = {2, 3, 1}"}),
+    "reshape two unmatched": ("y = Reshape(t, s)", {"outputs": "float[3,2] y", "inits": "int64[2] s = {3, -1}"}),
+    "transpose moving a unit dim": ("y = Transpose <perm = [1, 0, 2]> (t)", {"inputs": "float[1,5,1] x", "outputs": "float[5,1,1] y"}),
+    "transpose of a square matrix": ("y = Transpose <perm = [1, 0]> (t)", {"inputs": "float[2,2] x", "outputs": "float[2,2] y"}),
+    "transpose of unknown dims": ("y = Transpose <perm = [1, 0]> (t)", {"inputs": "float[N,M] x", "outputs": "float[M,N] y"}),
+    "castlike other type": ("y = CastLike(t, h)", {"inputs": "float[2,3] x, float16[1] h", "outputs": "float16[2,3] y"}),
+    "slice step 2": ("y = Slice(t, s, e, a, st)", {"outputs": "float[2,2] y",
+                                                   "inits": "int64[1] s = {0}, int64[1] e = {3}, int64[1] a = {1}, int64[1] st = {2}"}),
+    "slice starts from an input": ("y = Slice(t, s, e)", {"inputs": "float[2,3] x, int64[1] s", "outputs": "float[A,B] y",
+                                                          "inits": "int64[1] e = {2}"}),
+    "dropout opset 6 default": ("y = Dropout(t)", {"opset": 6}),
+    "dropout training opset 12": ("y = Dropout(t, r, tr)", {"opset": 12, "inits": "float r = {0.5}, bool tr = {1}"}),
+    "add zero of higher rank": ("y = Add(t, z)", {"outputs": "float[1,2,3] y", "inits": "float[1,1,1] z = {0}"}),
+    "add zero broadcasting a unit dim up": ("y = Add(t, z)", {"inputs": "float[1,3] x", "outputs": "float[2,3] y",
+                                                             "inits": "float[2,3] z = {0, 0, 0, 0, 0, 0}"}),
+}
+
+
+@pytest.mark.parametrize("case", KEPT_AT_OUTPUT)
+def test_non_noop_writing_a_graph_output_is_kept(case):
+    body, args = KEPT_AT_OUTPUT[case]
+    before, result, _ = apply(model_text("t = Relu(x)\n " + body, **args))
+    assert not result.modified
+    assert op_types(result.model) == op_types(before)
+
+
+def test_every_removed_noop_is_counted():
+    _, result, noop = apply(model_text("a = Identity(x)\n b = Identity(a)\n y = Relu(b)"))
+    assert op_types(result.model) == ["Relu"] and noop.stats["Identity removed"] == 2

@@ -264,3 +264,20 @@ def test_real_ppocr_recognizer_shape_chains_fold_once_the_input_shape_is_fixed()
     assert "Constant" not in counts and "Shape" not in counts and "Cast" not in counts
     assert constant_nodes > 0 and rewrite.stats["constants lifted"] == constant_nodes  # every one, once
     assert_same_outputs(before, model)
+
+
+@pytest.mark.parametrize(("start", "end"), [(None, None), (0, None), (None, 2), (-2, None), (1, -1), (-10, 10), (3, 1)])
+def test_shape_start_and_end_fold_to_the_python_slice_of_the_dimensions(start, end):
+    dims = [2, 3, 4, 5]
+    want = dims[start:end]
+    attributes = ", ".join(f"{name} = {value}" for name, value in (("start", start), ("end", end)) if value is not None)
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,3,4,5] x) => (int64[{len(want)}] s, int64 n) {{
+        s = Shape {f"<{attributes}>" if attributes else ""} (x)
+        n = Size (x)
+    }}
+    """
+    _, result, _ = fold(text)
+    outputs = {v.name: v.const_value.numpy().tolist() for v in result.model.graph.outputs}
+    assert outputs == {"s": want, "n": int(np.prod(dims))}

@@ -173,3 +173,64 @@ def test_custom_domain_consumer_is_left_alone():
     fold = create("fold-pad")
     assert not fold(model).modified
     assert any("com.acme" in note for note in fold.notes)
+
+
+MORE_NOT_FOLDED = {
+    "+inf before max pool": ("Pad(x, pads, v)", "MaxPool <kernel_shape = [3, 3]> (p)", "[1,3,6,6]", "float v = {inf}"),
+    "-1 before max pool": ("Pad(x, pads, v)", "MaxPool <kernel_shape = [3, 3]> (p)", "[1,3,6,6]", "float v = {-1}"),
+    "max pool ceil mode": ("Pad(x, pads, v)", "MaxPool <kernel_shape = [3, 3], ceil_mode = 1> (p)", "[1,3,6,6]", "float v = {-inf}"),
+    "batch padding at the end": ("Pad(x, bpads)", "Conv(p, w)", "[2,2,4,4]", "int64[8] bpads = {0, 0, 0, 0, 1, 0, 0, 0}"),
+    "batch padding at the start": ("Pad(x, bpads)", "Conv(p, w)", "[2,2,4,4]", "int64[8] bpads = {1, 0, 0, 0, 0, 0, 0, 0}"),
+}
+
+
+@pytest.mark.parametrize("case", MORE_NOT_FOLDED)
+def test_pads_and_values_a_consumer_cannot_take_are_not_folded(case):
+    pad, consumer, output, inits = MORE_NOT_FOLDED[case]
+    extra = ", ".join(filter(None, ["int64[8] pads = {0, 0, 1, 1, 0, 0, 1, 1}", inits]))
+    _, result, _ = apply(pad_model(pad, consumer, output, inits=extra))
+    assert not result.modified and op_types(result.model)[0] == "Pad"
+
+
+def test_a_nonzero_value_attribute_before_opset_11_is_not_folded():
+    text = pad_model("Pad <pads = [0, 0, 1, 0, 0, 0, 0, 1], value = 1.0> (x)", "Conv(p, w)", "[1,2,5,5]", opset=10)
+    _, result, _ = apply(text)
+    assert not result.modified
+
+
+def test_a_pad_value_from_a_graph_input_is_not_folded():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,3,6,6] x, float v) => (float[1,2,6,6] y) <%s, int64[8] pads = {0, 0, 1, 1, 0, 0, 1, 1}> {
+        p = Pad(x, pads, v)
+        y = Conv(p, w)
+    }
+    """ % CONV_WEIGHTS
+    _, result, _ = apply(text)
+    assert not result.modified
+
+
+def test_pads_input_at_opset_11_and_a_1d_conv_fold_and_each_fold_is_counted():
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 11]>
+    g (float[1,3,6,6] x, float[1,3,6] s) => (float[1,2,6,6] y, float[1,2,6] z)
+      <{CONV_WEIGHTS}, float[2,3,3] w1 = {{{", ".join(["0.25", "-0.5", "1"] * 6)}}}, int64[8] pads = {{0, 0, 1, 1, 0, 0, 1, 1}},
+       int64[6] pads1 = {{0, 0, 1, 0, 0, 1}}> {{
+        p = Pad(x, pads)
+        y = Conv(p, w)
+        q = Pad(s, pads1)
+        z = Conv(q, w1)
+    }}
+    """
+    before, result, fold = apply(text)
+    assert op_types(result.model) == ["Conv", "Conv"]
+    assert fold.stats == {"Pad folded into Conv": 2}
+    assert_equivalent(before, result.model)
+
+
+def test_pad_axes_on_both_spatial_axes_opset_18():
+    text = pad_model("Pad(x, pads, , axes)", "Conv(p, w)", "[1,2,7,5]", opset=18, inits="int64[4] pads = {1, 0, 1, 1}, int64[2] axes = {3, 2}")
+    before, result, _ = apply(text)
+    # axes (3, 2): begin (W 1, H 0), end (W 1, H 1) -> Conv pads [H begin, W begin, H end, W end]
+    assert list(next(iter(result.model.graph)).attributes.get_ints("pads")) == [0, 1, 1, 1]
+    assert_equivalent(before, result.model)

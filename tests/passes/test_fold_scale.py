@@ -159,3 +159,52 @@ def test_add_after_conv_is_left_to_fuse_bias():
     text = weights_model_text("(float[1,3,6,6] x) => (float[1,4,6,6] y)", weights, "t = Conv <pads = [1,1,1,1]> (x, w, b)\ny = Add (t, c)")
     _, result, _ = fold(text)
     assert not result.modified
+
+
+PARALLEL_AFTER = "a = Conv <pads = [1,1,1,1]> (x, w1, b1)\nsa = Mul (a, c1)\nb = Conv <pads = [1,1,1,1]> (x, w2, b2)\nsb = Div (b, c2)\ny = Add (sa, sb)"
+PARALLEL_BEFORE = "ma = Mul (x, d1)\na = Conv <pads = [1,1,1,1]> (ma, w1, b1)\nmb = Div (x, d2)\nb = Conv <pads = [1,1,1,1]> (mb, w2, b2)\ny = Add (a, b)"
+
+
+@pytest.mark.parametrize(("body", "stat"), [(PARALLEL_AFTER, "scales folded after a layer"), (PARALLEL_BEFORE, "scales folded into a following conv")])
+def test_every_fold_in_a_model_is_counted(body, stat):
+    weights = {"w1": RNG.standard_normal((4, 3, 3, 3)), "b1": RNG.standard_normal(4), "w2": RNG.standard_normal((4, 3, 3, 3)),
+               "b2": RNG.standard_normal(4), "c1": RNG.uniform(0.5, 2, (1, 4, 1, 1)), "c2": RNG.uniform(0.5, 2, (1, 4, 1, 1)),
+               "d1": RNG.uniform(0.5, 2, (1, 3, 1, 1)), "d2": RNG.uniform(0.5, 2, (1, 3, 1, 1))}
+    rewrite, result, error = fold(weights_model_text("(float[1,3,6,6] x) => (float[1,4,6,6] y)", weights, body))
+    assert result.modified and op_counts(result.model) == {"Conv": 2, "Add": 1}
+    assert rewrite.stats[stat] == 2
+    assert error < 1e-5
+
+
+@pytest.mark.parametrize(("auto_pad", "folded"), [("VALID", True), ("SAME_UPPER", False), ("SAME_LOWER", False)])
+def test_a_shift_folds_only_before_a_conv_that_pads_nothing(auto_pad, folded):
+    weights = {"w": RNG.standard_normal((4, 3, 3, 3)), "c": RNG.standard_normal((1, 3, 1, 1))}
+    size = 4 if auto_pad == "VALID" else 6
+    text = weights_model_text(f"(float[1,3,6,6] x) => (float[1,4,{size},{size}] y)", weights,
+                              f't = Add (x, c)\ny = Conv <auto_pad = "{auto_pad}"> (t, w)')
+    rewrite, result, error = fold(text)
+    assert result.modified == folded
+    assert op_counts(result.model) == ({"Conv": 1} if folded else {"Add": 1, "Conv": 1})
+    assert error < 1e-5
+
+
+@pytest.mark.parametrize(("body", "io", "c_shape"), [
+    ("t = Div (x, c)\ny = Conv <pads = [1,1,1,1]> (t, w, b)", "(float[1,3,6,6] x) => (float[1,4,6,6] y)", "zero"),  # x / 0
+    ("t = Div (c, x)\ny = Conv <pads = [1,1,1,1]> (t, w, b)", "(float[1,3,6,6] x) => (float[1,4,6,6] y)", (1, 3, 1, 1)),
+    ("t = Sub (c, x)\ny = Conv (t, w, b)", "(float[1,3,6,6] x) => (float[1,4,4,4] y)", (1, 3, 1, 1)),
+    ("t = Sub (x, c)\ny = Conv <pads = [1,1,1,1]> (t, w, b)", "(float[1,3,6,6] x) => (float[1,4,6,6] y)", (1, 3, 1, 1)),
+    ("t = Mul (x, c)\ny = Conv <pads = [1,1,1,1]> (t, w, b)", "(float[3,6,6] x) => (float[1,4,6,6] y)", (1, 3, 1, 1)),  # Mul broadcasts x up
+])
+def test_what_is_not_a_scale_or_shift_of_the_conv_input_is_not_folded(body, io, c_shape):
+    c = np.array([1.0, 0.0, 2.0]).reshape(1, 3, 1, 1) if c_shape == "zero" else RNG.uniform(0.5, 2, c_shape)
+    rewrite, result, error = fold(weights_model_text(io, {**conv_weights(), "c": c}, body))
+    assert not result.modified and sum(rewrite.stats.values()) == 0
+    assert error < 1e-5
+
+
+@pytest.mark.parametrize("op", ["Mul (x, c)", "Div (x, c)", "Add (x, c)", "Sub (x, c)"])
+def test_scale_or_shift_before_a_1d_conv_folds(op):
+    weights = {"w": RNG.standard_normal((4, 3, 3)), "b": RNG.standard_normal(4), "c": RNG.uniform(0.5, 2, (1, 3, 1))}
+    rewrite, result, error = fold(weights_model_text("(float[1,3,8] x) => (float[1,4,6] y)", weights, f"t = {op}\ny = Conv (t, w, b)"))
+    assert result.modified and op_counts(result.model) == {"Conv": 1}
+    assert error < 1e-5

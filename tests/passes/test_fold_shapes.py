@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+import pytest
 
 from conftest import apply_pass, assert_same_outputs, ints_of, model_text, op_types
 from passes.base import create
@@ -143,3 +144,30 @@ def test_integer_arithmetic_on_data_is_not_mistaken_for_a_shape():
     )
     _, result, _ = apply_pass("fold-shapes", text)
     assert not result.modified
+
+
+# -- the element arithmetic the pass reads shapes with, against numpy broadcasting ----------------------
+@pytest.mark.parametrize("op_type", ["Add", "Sub", "Mul"])
+@pytest.mark.parametrize(("left", "right"), [([6, 4, 3], [2, 5, 7]), ([6, 4, 3], [2]), ([5], [6, 4, 3]), ([7], [2])])
+def test_elementwise_shape_arithmetic_broadcasts_like_numpy(op_type, left, right):
+    from passes.fold.fold_shapes import _elementwise
+
+    numpy_op = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}[op_type]
+    assert _elementwise(op_type, [left, right]) == numpy_op(np.array(left), np.array(right)).tolist()
+
+
+def test_elementwise_shape_arithmetic_keeps_unknown_elements_unknown_and_refuses_mismatches():
+    from passes.fold.fold_shapes import UNKNOWN, _elementwise
+
+    assert _elementwise("Mul", [[2, UNKNOWN, 3], [4]]) == [8, UNKNOWN, 12]
+    assert _elementwise("Add", [[2, 3], [1, 2, 3]]) is None  # lengths 2 and 3 do not broadcast
+    assert _elementwise("Add", [[2, 3], None]) is None and _elementwise("Add", [None, [2, 3]]) is None
+    assert _elementwise("Add", [[2, 3]]) is None
+
+
+@pytest.mark.parametrize("rank", [0, 1, 4])
+@pytest.mark.parametrize("axis", [-6, -4, -1, 0, 2, 4, 7])
+def test_shape_start_and_end_clamp_like_python_slice_bounds(axis, rank):
+    from passes.fold.fold_shapes import _clamp_axis
+
+    assert _clamp_axis(axis, rank) == slice(axis, None).indices(rank)[0]

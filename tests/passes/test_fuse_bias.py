@@ -188,3 +188,53 @@ def test_matmul_outside_the_branch_of_its_add_is_left_alone():
     text = weights_model_text("(bool c, float[2,3] x, float[2,5] x2) => (float[2,5] y)", weights, body)
     _, result, _ = apply_pass("fuse-bias", text)
     assert not result.modified
+
+
+PARALLEL_CONVS = "a = Conv <pads = [1,1,1,1]> (x, w1)\nsa = Add (a, c1)\nb = Conv <pads = [1,1,1,1]> (x, w2)\nsb = Sub (b, c2)\ny = Mul (sa, sb)"
+
+
+def test_every_bias_fused_in_a_model_is_counted():
+    weights = {"w1": RNG.standard_normal((4, 3, 3, 3)), "w2": RNG.standard_normal((4, 3, 3, 3)),
+               "c1": RNG.standard_normal((1, 4, 1, 1)), "c2": RNG.standard_normal((1, 4, 1, 1))}
+    rewrite, result, error = fuse(weights_model_text(CONV_IO, weights, PARALLEL_CONVS))
+    assert result.modified and op_counts(result.model) == {"Conv": 2, "Mul": 1}
+    assert rewrite.stats["biases fused"] == 2
+    assert error < 1e-5
+
+
+@pytest.mark.parametrize("opset", [7, 13])
+def test_every_matmul_and_add_becomes_gemm_from_opset_7_and_is_counted(opset):
+    weights = {"w1": RNG.standard_normal((3, 5)), "w2": RNG.standard_normal((3, 5)), "a1": RNG.standard_normal(5), "a2": RNG.standard_normal(5)}
+    body = "t1 = MatMul (x, w1)\ns1 = Add (t1, a1)\nt2 = MatMul (x, w2)\ns2 = Add (t2, a2)\ny = Mul (s1, s2)"
+    text = weights_model_text("(float[2,3] x) => (float[2,5] y)", weights, body).replace('"" : 17', f'"" : {opset}')
+    rewrite, result, error = fuse(text)
+    assert f'"" : {opset}' in text and result.modified  # opset 7: the first Gemm that broadcasts C
+    assert op_counts(result.model) == {"Gemm": 2, "Mul": 1}
+    assert rewrite.stats["matmul+add to gemm"] == 2
+    assert error < 1e-5
+
+
+def batched(body: str, io: str = "(float[2,4,3] x) => (float[8,5] y)"):
+    weights = {"w": RNG.standard_normal((3, 5)), "a": RNG.standard_normal(5), "s2": np.array([8, 5]), "s3": np.array([2, 4, 3]),
+               "zero": np.array([0])}
+    text = weights_model_text(io, weights, body)
+    return text.replace("float[2] s2", "int64[2] s2").replace("float[3] s3", "int64[3] s3").replace("float[1] zero", "int64[1] zero")
+
+
+@pytest.mark.parametrize(("body", "io", "fused"), [
+    # the Add's one consumer is a Reshape (data input): the Gemm's own reshape back merges with it
+    ("t = MatMul (x, w)\nb = Add (t, a)\ny = Reshape (b, s2)", "(float[2,4,3] x) => (float[8,5] y)", True),
+    # ... its consumer is a Relu, or it also is a graph output: nothing to merge with
+    ("t = MatMul (x, w)\nb = Add (t, a)\nr = Relu (b)\ny = Reshape (r, s2)", "(float[2,4,3] x) => (float[8,5] y)", False),
+    ("t = MatMul (x, w)\nb = Add (t, a)\ny = Reshape (b, s2)", "(float[2,4,3] x) => (float[8,5] y, float[2,4,5] b)", False),
+    # ... it has two Reshape consumers: not one to merge with
+    ("t = MatMul (x, w)\nb = Add (t, a)\ny = Reshape (b, s2)\nz = Reshape (b, s2)", "(float[2,4,3] x) => (float[8,5] y, float[8,5] z)", False),
+    # the MatMul reads a private Unsqueeze / Flatten output: the flattening merges with it
+    ("v = Unsqueeze (x8, zero)\nt = MatMul (v, w)\ny = Add (t, a)", "(float[8,3] x8) => (float[1,8,5] y)", True),
+    # ... a view whose output is also a graph output is not private
+    ("v = Unsqueeze (x8, zero)\nt = MatMul (v, w)\ny = Add (t, a)", "(float[8,3] x8) => (float[1,8,5] y, float[1,8,3] v)", False),
+])
+def test_a_batched_matmul_becomes_gemm_only_where_its_reshapes_merge_with_a_neighbour(body, io, fused):
+    before, result, rewrite = apply_pass("fuse-bias", batched(body, io))
+    assert rewrite.stats["batched matmul+add to gemm"] == (1 if fused else 0)
+    assert_same_outputs(before, result.model, max_rel=1e-5)

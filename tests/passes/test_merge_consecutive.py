@@ -452,3 +452,69 @@ def test_pair_inside_a_function_of_unknown_rank_is_merged(op, shapes, inner, out
     function = next(iter(model.functions.values()))
     assert [n.op_type for n in function].count(op) == 1
     assert_same_outputs(before, model)
+
+
+# -- the shape a view op gives a tensor, against numpy ------------------------------------------------------
+VIEW_DIMS = [2, 3, 4, 5]
+RESHAPE_TARGETS = [[6, 20], [0, -1], [2, 0, 0, 5], [-1], [0, 3, -1, 1], [5, -1, 0], [5, 0, 8]]
+
+
+def view_nodes():
+    targets = ", ".join(f"int64[{len(t)}] s{i} = {{{', '.join(map(str, t))}}}" for i, t in enumerate(RESHAPE_TARGETS))
+    body = "\n".join(f"r{i} = Reshape(x, s{i})" for i in range(len(RESHAPE_TARGETS)))
+    body += "\nf0 = Flatten <axis = 0> (x)\nf1 = Flatten (x)\nf2 = Flatten <axis = -1> (x)\nf3 = Flatten <axis = 4> (x)"
+    body += "\nt0 = Transpose <perm = [3, 1, 0, 2]> (x)\ny = Identity(x)"
+    text = f'<ir_version: 8, opset_import: ["" : 17]>\ng (float[2,3,4,5] x) => (float[2,3,4,5] y) <{targets}> {{\n{body}\n}}'
+    return {node.outputs[0].name: node for node in ir.from_onnx_text(text).graph}
+
+
+def test_reshape_flatten_and_transpose_results_are_numpy_shapes():
+    from passes.fold.merge_consecutive import _view_result
+
+    nodes, data = view_nodes(), np.empty(VIEW_DIMS)
+    for i, target in enumerate(RESHAPE_TARGETS):
+        spelled = [VIEW_DIMS[k] if want == 0 else want for k, want in enumerate(target)]
+        assert _view_result(nodes[f"r{i}"], VIEW_DIMS, None) == list(data.reshape(spelled).shape), target
+    for name, axis in (("f0", 0), ("f1", 1), ("f2", 3), ("f3", 4)):
+        assert _view_result(nodes[name], VIEW_DIMS, None) == [int(np.prod(VIEW_DIMS[:axis])), int(np.prod(VIEW_DIMS[axis:]))]
+    assert _view_result(nodes["t0"], VIEW_DIMS, None) == list(np.transpose(data, [3, 1, 0, 2]).shape)
+
+
+@pytest.mark.parametrize("axes", [[1], [-1], [0, 2], [3, -4]])
+def test_squeeze_and_unsqueeze_results_are_numpy_shapes(axes):
+    from passes.fold.merge_consecutive import _view_result
+
+    text = '<ir_version: 8, opset_import: ["" : 11]>\ng (float[1,3,1,5] x) => (float[1,3,1,5] y) {\nq = Squeeze <axes = [0]> (x)\nu = Unsqueeze <axes = [0]> (x)\ny = Identity(x)\n}'
+    nodes = {node.outputs[0].name: node for node in ir.from_onnx_text(text).graph}
+    data = np.empty([2, 3, 4, 5])
+    assert _view_result(nodes["u"], [2, 3, 4, 5], axes) == list(np.expand_dims(data, [a % (4 + len(axes)) for a in axes]).shape)
+    ones = np.empty([1, 3, 1, 1])
+    squeezable = [a for a in axes if ones.shape[a] == 1]
+    if squeezable == axes:
+        assert _view_result(nodes["q"], [1, 3, 1, 1], axes) == list(np.squeeze(ones, tuple(axes)).shape)
+    assert _view_result(nodes["q"], [1, 3, 1, 1], None) == [3]
+
+
+@pytest.mark.parametrize("opset", [10, 13])
+def test_a_slice_with_default_axes_and_steps_takes_the_merged_parameters(opset):
+    # the second Slice has only starts and ends (axis 0, step 1 by default): it grows to five inputs
+    text = model_text(
+        "r = Slice(x, one, big, two, two)\n y = Slice(r, one, big)",
+        "float[3,4,6] x", "float[2,4,3] y", opset=opset,
+        inits="int64[1] one = {1}, int64[1] two = {2}, int64[1] big = {9223372036854775807}",
+    )
+    before, result, merge = apply(text)
+    assert op_types(result.model) == ["Slice"] and merge.stats == {"Slice->Slice merged": 1}
+    merged = next(iter(result.model.graph))
+    assert [ints_of(merged.inputs[k]) for k in (1, 3, 4)] == [[1, 1], [2, 0], [2, 1]]
+    assert_same_outputs(before, result.model)
+
+
+def test_a_slice_that_is_a_graph_output_or_read_as_a_parameter_is_not_merged():
+    inits = "int64[1] z = {0}, int64[1] one = {1}, int64[1] two = {2}, int64[1] big = {100}"
+    text = model_text("r = Slice(x, z, one, z)\n y = Slice(r, z, one, two)", "float[2,3,4] x", "float[1,3,1] y, float[1,3,4] r", inits=inits)
+    _, result, _ = apply(text)
+    assert op_types(result.model) == ["Slice", "Slice"]
+    text = model_text("e = Slice(s, z, one, z)\n y = Slice(x, z, e, two)", "float[2,3,4] x, int64[2] s", "float[2,3,A] y", inits=inits)
+    _, result, _ = apply(text)
+    assert op_types(result.model) == ["Slice", "Slice"]

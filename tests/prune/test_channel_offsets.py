@@ -157,3 +157,39 @@ def test_ppocr_rec_fused_qkv_heads_say_why():
     create("fold-constants", {})(model)  # its Reshape targets are computed from Shape until folded
     reasons = [r for g in describe_groups(model) for r in g["reasons"]]
     assert any("splits the channel axis into 3 x 8 x 15 (attention heads" in r for r in reasons)
+
+
+# -- ir.channel_groups.offsets on a hand-made layout: segments of 4, 6 and 2 channels on axis 1 --------
+def test_pieces_hold_whole_segments_or_nothing():
+    from ir.channel_groups import offsets
+    from ir.channel_groups.model import Layout, Segment
+
+    layout = Layout(1, (Segment(0, 4), Segment(1, 6), Segment(2, 2)))
+    assert offsets.boundaries(layout) == [0, 4, 10, 12]
+    assert offsets.segments_between(layout, 4, 12) == layout.segments[1:]
+    assert offsets.segments_between(layout, 0, 4) == layout.segments[:1]
+    assert offsets.segments_between(layout, 2, 10) is None  # cuts through the first segment
+    assert offsets.segments_between(layout, 4, 4) is None  # an empty piece holds no segment
+    assert offsets.segments_between(layout, 10, 4) is None
+    before_b = offsets.prefix(layout, 10)
+    assert before_b == Layout(1, layout.segments[:2]) and before_b.channels == 10
+
+
+# -- why a Reshape ends channel tracking (the reason shown to the user) ---------------------------------
+SPLITS = "splits the channel axis into {} (attention heads or a channel shuffle) in a way whole heads cannot be tracked"
+MIXES = "mixes the channel axis with other axes (e.g. the merge ending a channel shuffle): the new channel order is not modeled"
+
+
+@pytest.mark.parametrize(("in_dims", "out_dims", "axis", "reason"), [
+    ([1, 12, 8, 8], [1, 3, 4, 8, 8], 1, SPLITS.format("3 x 4")),                 # a shuffle's first Reshape
+    ([1, 197, 768], [1, 197, 3, 4, 64], 2, SPLITS.format("3 x 4 x 64")),         # fused q/k/v heads
+    ([2, 6, 5], [2, 2, 3, 5], 1, SPLITS.format("2 x 3")),                       # a batch of 2 before C
+    ([1, 3, 4, 8, 8], [1, 12, 8, 8], 2, MIXES),                                 # the shuffle's merge back
+    ([2, 6], [12], 1, MIXES),                                                   # C merged with the batch
+    ([1, 12, 64], [1, 8, 96], 1, MIXES),                                         # C cut across factors
+    ([3, 4, 5], [3, 2, 10], 1, MIXES),                                          # C's factors run past it
+])
+def test_reshape_reasons_name_the_split_factors_or_the_mixing(in_dims, out_dims, axis, reason):
+    from ir.channel_groups.analysis import _reshape_reason
+
+    assert _reshape_reason("Reshape r", in_dims, out_dims, axis) == f"Reshape r {reason}"
