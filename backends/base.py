@@ -73,7 +73,7 @@ class TuningRequest:
     database: Path | None = None
     trials_per_task: int = 0  # > 0: the budget is this many trials for each task to tune (trials is ignored)
     progress: Callable[[int, int], None] | None = dataclasses.field(default=None, compare=False)
-    weight_prepack: bool = True  # tuned schedules choose the weights' layout (backends.tuning; docs/int8_tvm.md: 2.6x on a 3x3 conv)
+    weight_prepack: bool = False  # let tuned schedules choose the weights' layout (backends.tuning)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,8 +22,8 @@ Rules:
 - A CPU target without ``-num-cores`` gets this machine's physical core count (MetaSchedule needs it).
 - The library is compiled with ``compile_relax``: tuned functions from the database, the rest with
   the default pipeline (DLight fallbacks on GPUs).
-- ``weight_prepack`` (on by default: a 3x3 conv tuned at 32 trials ran 2.6x faster with it,
-  ``tools/profile_tvm.py``) marks the constant weights of every fused function layout-free
+- ``weight_prepack`` (off by default: it made one 3x3 conv 2.6x faster at 32 trials, but ResNet-50
+  at 8 trials per task slower, docs/int8_tvm.md) marks the constant weights of every fused function layout-free
   (``AttachAttrLayoutFreeBuffers``) before tasks are extracted, so that MetaSchedule's ``RewriteLayout``
   may store them in the layout its tiles read; after the database is applied, the rewrite is split
   off (``SplitLayoutRewritePreproc``) and folded into the constants at compile time, so the library's
