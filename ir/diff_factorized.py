@@ -54,7 +54,8 @@ def factorized_layers(a: ir.Model, b: ir.Model) -> list[FactorizedLayer]:
     produced_b = {v.name: node for node in b.graph for v in node.outputs if v.name}
     found = []
     for node in a.graph:
-        if node.op_type not in LINEAR_OPS or node.domain not in ("", "ai.onnx") or not node.inputs or node.inputs[0] is None:
+        if (node.op_type not in LINEAR_OPS or node.domain not in ("", "ai.onnx") or not node.outputs
+                or not node.inputs or node.inputs[0] is None):
             continue
         chain = _chain(node, produced_b, names_a)
         if chain is None:
