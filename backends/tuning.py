@@ -70,6 +70,9 @@ def tune_and_compile(
 ) -> tuple[Any, TuningSummary]:
     """(executable compiled with the tuned schedules, what tuning did)."""
     ms = _meta_schedule()
+    from backends import x86_intrinsics  # noqa: PLC0415 - needs tvm
+
+    x86_intrinsics.register()  # before any task is extracted or any tuned schedule is applied
     target = _with_core_count(tvm, target)
     start = time.perf_counter()
     with _database_folder(tuning.database) as folder:

@@ -103,11 +103,13 @@ def integer_reference(x: np.ndarray) -> list[np.ndarray]:
     return [y1, y2, y3, y4]
 
 
-@pytest.fixture(scope="module", params=[("NHWC", False), ("NHWC", True), ("NCHW", False)], ids=["nhwc-u8", "nhwc-s8", "nchw-u8"])
+@pytest.fixture(scope="module", params=[("NHWC", False, None), ("NHWC", False, (16, 4)), ("NHWC", True, None), ("NCHW", False, None)],
+                ids=["nhwc-u8", "nhwc-u8-packed", "nhwc-s8", "nchw-u8"])
 def lowered(request, tmp_path_factory):
     """(summary, library outputs, inputs) of the hand-written model compiled with the lowering, for
-    each layout of the integer convolutions and uint8 or int8 (ARM's sdot) activation arithmetic."""
-    layout, signed = request.param
+    each layout of the integer convolutions (NHWC with x86's 16 x 4 packed weights too) and uint8
+    or int8 (ARM's sdot) activation arithmetic."""
+    layout, signed, blocks = request.param
     from backends import tvm_build  # noqa: PLC0415
 
     tvm = tvm_build.import_tvm()
@@ -115,7 +117,7 @@ def lowered(request, tmp_path_factory):
     module = tvm_build.import_onnx(tvm, model, {"x": (1, 8, 8, 8)})
     from backends.int8_lowering import lower_to_integer  # noqa: PLC0415
 
-    module, summary = lower_to_integer(tvm, module, [], signed_activations=signed, layout=layout)
+    module, summary = lower_to_integer(tvm, module, [], signed_activations=signed, layout=layout, weight_blocks=blocks)
     library = tmp_path_factory.mktemp("int8") / "qdq.so"
     tvm.compile(module, target=tvm.target.Target({"kind": "llvm"})).export_library(str(library))
     inputs = [np.random.default_rng(seed).standard_normal((1, 8, 8, 8)).astype(np.float32) * 3 for seed in range(3)]
@@ -147,6 +149,30 @@ def test_library_is_within_one_step_of_onnx_runtime_on_999_permille(lowered):
         for name in ("y1", "y2", "y3"):
             step_errors = np.abs(reference[name].astype(np.int32) - got[["y1", "y2", "y3"].index(name)].astype(np.int32))
             assert step_errors.max() <= 1 and np.mean(step_errors == 0) >= 0.999, name
+
+
+@pytest.mark.parametrize(("channels", "outputs", "strides", "dilation"), [(3, 20, (2, 2), (1, 1)), (8, 16, (1, 2), (2, 1))])
+def test_packed_convolution_equals_the_integer_reference_for_any_channel_count(channels, outputs, strides, dilation):
+    """Input channels not a multiple of 4 and outputs not a multiple of 16 are zero-padded blocks."""
+    from backends import tvm_build  # noqa: PLC0415
+    from backends.int8_lowering import pack_weight, packed_conv2d  # noqa: PLC0415
+
+    tvm = tvm_build.import_tvm()
+    relax = tvm.relax
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, size=(1, 9, 11, channels)).astype(np.uint8)  # NHWC, already padded
+    w = rng.integers(-128, 128, size=(outputs, channels, 3, 2)).astype(np.int8)
+    padded = np.pad(x, ((0, 0), (0, 0), (0, 0), (0, -channels % 4)))  # the lowering pads channels with any value
+    builder = relax.BlockBuilder()
+    var = relax.Var("x", relax.TensorType(padded.shape, "uint8"))
+    with builder.function("main", [var]):
+        with builder.dataflow():
+            out = builder.emit_output(builder.emit_te(packed_conv2d, var, relax.const(pack_weight(w, 16, 4)), outputs, list(strides), list(dilation)))
+        builder.emit_func_output(out)
+    machine = relax.VirtualMachine(tvm.compile(builder.get(), target=tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    got = machine["main"](tvm.runtime.tensor(padded)).numpy()
+    expected = sem.conv_accumulate(x.transpose(0, 3, 1, 2), 0, w, None, strides=strides, dilations=dilation)
+    np.testing.assert_array_equal(got, expected.transpose(0, 2, 3, 1))
 
 
 def test_a_float_model_is_left_alone():
