@@ -187,13 +187,16 @@ def test_a_replaced_weight_that_is_a_graph_output_stays():
 
 def test_written_weights_get_fresh_names():
     model = model_of([helper.make_node("Gemm", ["x", "w"], ["y"])], [tensor("x", [2, 3])], [tensor("y")],
-                     {"w": np.ones((3, 4)), "y_refit_1": np.ones(1), "y_refit_1_1": np.ones(1), "y_refit_1_3": np.ones(1)})
+                     {"w": np.ones((3, 4)), "y_refit_1": np.ones(1), "y_refit_1_2": np.ones(1)})
     node = the_node(model)
     reconstruct.write_layer(node, np.zeros((4, 3)), None)
-    assert node.inputs[1].name == "y_refit_1_2"
+    assert node.inputs[1].name == "y_refit_1_1"  # the first free one of base, base_1, base_2, ...
     reconstruct.write_layer(node, np.ones((4, 3)), None)
-    assert node.inputs[1].name == "y_refit_1_4"
-    assert set(model.graph.initializers) == {"y_refit_1", "y_refit_1_1", "y_refit_1_3", "y_refit_1_4"}
+    assert node.inputs[1].name == "y_refit_1_3"
+    assert set(model.graph.initializers) == {"y_refit_1", "y_refit_1_2", "y_refit_1_3"}
+    fresh = model_of([helper.make_node("Gemm", ["x", "w"], ["y"])], [tensor("x", [2, 3])], [tensor("y")], {"w": np.ones((3, 4))})
+    reconstruct.write_layer(the_node(fresh), np.zeros((4, 3)), None)
+    assert the_node(fresh).inputs[1].name == "y_refit_1"
 
 
 def old_ir_model() -> ir.Model:
@@ -289,25 +292,28 @@ def test_input_grams_are_x_transpose_x_of_the_layer_rows_over_all_feeds():
     assert reconstruct.input_grams(model, [list(model.graph)[1]], feeds) == {}
 
 
-def test_input_grams_sample_large_feeds_to_max_rows_per_batch_deterministically():
+def test_input_grams_sample_large_feeds_to_max_rows_per_batch_without_repeating_a_row():
     rows = reconstruct.MAX_ROWS_PER_BATCH + 50
-    model = model_of([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("x", [rows, 2])], [tensor("y")], {"w": np.ones((2, 2))})
+    model = model_of([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor("x", [rows, 64])], [tensor("y")], {"w": np.ones((64, 2))})
     node = the_node(model)
-    # rows i = (1, i): the sampled rows' X^T X counts them and sums their (distinct) indices
-    x = np.stack([np.ones(rows), np.arange(rows)], axis=1).astype(np.float32)
-    grams = reconstruct.input_grams(model, [node], [{"x": x}, {"x": x}])
-    gram = grams[node].xtx
-    assert grams[node].rows == 2 * reconstruct.MAX_ROWS_PER_BATCH and gram[0, 0] == 2 * reconstruct.MAX_ROWS_PER_BATCH
-    assert gram[0, 1] < np.sum(x[:, 1]) * 2  # not every row
-    again = reconstruct.input_grams(model, [node], [{"x": x}, {"x": x}], seed=0)[node].xtx
-    np.testing.assert_array_equal(gram, again)
-    other = reconstruct.input_grams(model, [node], [{"x": x}, {"x": x}], seed=1)[node].xtx
-    assert other[0, 1] != gram[0, 1]
+    # row i is one-hot at i % 64: the diagonal of X^T X counts the sampled rows of each residue
+    x = np.eye(64, dtype=np.float32)[np.arange(rows) % 64]
+    gram = reconstruct.input_grams(model, [node], [{"x": x}, {"x": x}])[node]
+    assert gram.rows == 2 * reconstruct.MAX_ROWS_PER_BATCH
+    counts = np.diag(gram.xtx)
+    assert counts.sum() == 2 * reconstruct.MAX_ROWS_PER_BATCH and np.all(counts <= 2 * np.bincount(np.arange(rows) % 64))
+    assert np.count_nonzero(gram.xtx - np.diag(counts)) == 0
+    np.testing.assert_array_equal(gram.xtx, reconstruct.input_grams(model, [node], [{"x": x}, {"x": x}], seed=0)[node].xtx)
+    assert not np.array_equal(gram.xtx, reconstruct.input_grams(model, [node], [{"x": x}, {"x": x}], seed=1)[node].xtx)
 
 
-def test_dependencies_are_found_past_missing_optional_inputs():
-    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["x"], ["n"]), helper.make_node("Clip", ["a", "", "m"], ["c"])]
-    model = model_of(nodes, [tensor("x", [3])], [tensor("c"), tensor("n")], {"m": np.ones(())})
-    relu, neg, clip = list(model.graph)
+def test_dependencies_are_found_past_missing_optional_inputs_and_graph_inputs():
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["x"], ["n"]), helper.make_node("Clip", ["a", "", "m"], ["c"]),
+             helper.make_node("Sum", ["x", "m", "n", "c"], ["d"])]
+    model = model_of(nodes, [tensor("x", [3])], [tensor("d")], {"m": np.ones(())})
+    relu, neg, clip, total = list(model.graph)
     assert clip.inputs[1] is None
     assert reconstruct._depends_on(clip, {relu}) and not reconstruct._depends_on(clip, {neg})
+    # inputs without a producer (a graph input, an initializer) come first: the walk goes on past them
+    assert reconstruct._depends_on(total, {neg}) and reconstruct._depends_on(total, {relu}) and reconstruct._depends_on(total, {clip})
+    assert not reconstruct._depends_on(total, set())
