@@ -67,6 +67,8 @@ CONVS = {
     "SAME_UPPER strided": ((2, (7, 8), (3, 3)), {"auto_pad": "SAME_UPPER", "strides": [2, 3]}),
     "SAME_LOWER strided": ((2, (7, 8), (4, 3)), {"auto_pad": "SAME_LOWER", "strides": [2, 3]}),
     "SAME with a stride larger than the kernel": ((2, (5, 7), (1, 2)), {"auto_pad": "SAME_UPPER", "strides": [3, 4]}),
+    "SAME_UPPER needing no padding": ((2, (6, 8), (1, 2)), {"auto_pad": "SAME_UPPER", "strides": [3, 4]}),
+    "SAME_LOWER needing no padding": ((2, (6, 8), (1, 2)), {"auto_pad": "SAME_LOWER", "strides": [3, 4]}),
     "VALID": ((2, (6, 5), (3, 2)), {"auto_pad": "VALID"}),
     "1-D": ((3, (9,), (3,)), {"strides": [2], "pads": [2, 1]}),
     "1-D SAME_LOWER": ((3, (8,), (4,)), {"auto_pad": "SAME_LOWER"}),
