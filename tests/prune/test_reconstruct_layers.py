@@ -284,7 +284,7 @@ def test_input_grams_are_x_transpose_x_of_the_layer_rows_over_all_feeds():
                               {"x": f["x"]}) for f in feeds]
     rows = np.concatenate([reconstruct.layer_rows(conv1, e["x_"]) for e in everything]).astype(np.float64)
     np.testing.assert_allclose(grams[conv1].xtx, rows.T @ rows, rtol=1e-5, atol=1e-4)
-    assert grams[conv1].rows == 75 and grams[conv1].xtx.shape == (18, 18)
+    assert grams[conv1].rows == 75 and grams[conv1].xtx.shape == (18, 18) and grams[conv1].xty.shape == (18, 0)  # no targets
     z = np.concatenate([f["z"] for f in feeds]).astype(np.float64)
     np.testing.assert_allclose(grams[gemm].xtx, z.T @ z, rtol=1e-5, atol=1e-4)
     assert grams[gemm].rows == 9 and grams[conv2].rows == 75 and grams[conv2].xtx.shape == (3, 3)
