@@ -53,7 +53,7 @@ MODULES = {
     "fold._rewrite": (["passes/fold/_rewrite.py"], ["tests/passes", "-k", "not real"], []),
     "fold_batchnorm": (["passes/fold/fold_batchnorm.py"], ["tests/passes/test_fold_batchnorm_reference.py", "tests/passes/test_fold_batchnorm.py", "-k", "not real"], []),
     "prune.apply": (["passes/prune/apply.py"], ["tests/prune/test_remove_channels_values.py", "tests/intent/test_prune_intent.py", "tests/prune/test_channel_offsets.py", "-m", "not real_models"], []),
-    "reconstruct": (["passes/reconstruct.py"], ["tests/prune/test_reconstruct_math.py", "tests/prune/test_refit_driver.py", "tests/prune/test_prune.py", "tests/intent/test_prune_intent.py", "-m", "not real_models"], []),
+    "reconstruct": (["passes/reconstruct.py"], ["tests/prune/test_reconstruct_math.py", "tests/prune/test_refit_driver.py", "tests/prune/test_reconstruct_layers.py", "tests/prune/test_refit_checked.py", "tests/prune/test_prune.py", "tests/intent/test_prune_intent.py", "-m", "not real_models"], []),
 }
 VERDICT = re.compile(r"^\s*(\S+__mutmut_\d+): (.+)$")
 

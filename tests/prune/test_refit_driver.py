@@ -143,6 +143,23 @@ def test_the_ridge_is_chosen_on_held_out_feeds_and_the_final_fit_uses_every_feed
     assert result.layer_reports[0] == {"layer": "y", "rows": 18, "features": 6, "ridge": 1e-6}
 
 
+def test_a_large_ridge_shrinks_the_weights_but_leaves_the_bias_free():
+    # the bias column is (nearly) unregularized: whatever the weights, the refit bias centers the residual
+    w0, b0 = RNG.standard_normal((5, 3)), 10 + RNG.standard_normal(3)
+    reference, model = gemm_model(w0, b0), gemm_model(np.zeros((5, 3)), np.zeros(3))
+    data = feeds(4)
+    result = reconstruct.refit_layers(reference, model, list(model.graph), data, ridge=1.0, validate_every=0)
+    node = node_named(model, "y")
+    weight, bias = layer_weight(node), reconstruct.bias_of(node, 3)
+    x = np.concatenate([f["x"] for f in data]).astype(np.float64)
+    np.testing.assert_allclose(bias, np.mean(x @ w0 + b0 - x @ weight, axis=0), atol=1e-3)
+    assert np.linalg.norm(weight) < 0.8 * np.linalg.norm(w0)  # pulled towards the prior (zero)
+    assert result.layer_reports[0]["ridge"] == 1.0
+    # the default ridge (relative) is 1e-4
+    model = gemm_model(np.zeros((5, 3)), np.zeros(3))
+    assert reconstruct.refit_layers(reference, model, list(model.graph), data, validate_every=0).layer_reports[0]["ridge"] == 1e-4
+
+
 def test_large_feeds_are_sampled_to_max_rows_per_batch():
     w0 = RNG.standard_normal((5, 3))
     reference, model = gemm_model(w0, None), gemm_model(np.zeros((5, 3)), None)
