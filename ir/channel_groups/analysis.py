@@ -350,9 +350,8 @@ class _Rules:
                 self.action("constant", layout, 2, 0)
             self.action("group", layout)
             return self.set_output(layout)
-        reason = f"grouped {self.label} (group={group}) couples channels group-wise"
-        self.a.block(layout, reason)
-        self._blocked_output(weight[0], reason)
+        self.a.block(layout, f"grouped {self.label} (group={group}) couples channels group-wise")
+        self._blocked_output(weight[0], f"grouped convolution (group={group}) couples channels group-wise")
 
     def _batched_matmul(self, a_layout, b_layout, out_dims) -> bool:
         """MatMul of two activations (attention scores, context) over tracked heads on a batch axis:
@@ -385,9 +384,8 @@ class _Rules:
         weight = static_shape(node.inputs[1])
         group = node.attributes.get_int("group", 1)
         if weight is None or not all(is_weight(v) for v in node.inputs[1:] if v is not None) or group != 1:
-            reason = f"{self.label}: grouped or non-constant weight"
-            self.refuse(reason)
-            return self._blocked_output(None, reason)
+            self.refuse(f"{self.label}: grouped or non-constant weight")
+            return self._blocked_output(None, "grouped or non-constant weight")
         if node.attributes.get("output_shape") is not None:
             pass  # output_shape holds spatial sizes only; channels come from the weight
         if layout is not None and (layout.axis != 1 or layout.block != 1):

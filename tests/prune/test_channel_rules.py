@@ -36,7 +36,7 @@ def build(body: str, weights: dict[str, tuple[int, ...]], constants: str = "", i
 
 
 def node(model: ir.Model, output: str) -> ir.Node:
-    return next(n for n in model.graph if n.outputs and n.outputs[0].name == output)
+    return next(n for n in model.graph if any(v.name == output for v in n.outputs))
 
 
 def group_row(model: ir.Model, output: str) -> dict:
@@ -195,3 +195,287 @@ def test_ops_that_lose_the_channels_make_the_producer_unprunable_and_say_why(bod
     model = build(CONV_A + "    " + body, weights, constants, opsets=', "custom" : 1' if "custom." in body else "")
     row = group_row(model, "a")
     assert (row["channels"], row["prunable"], row["reasons"], row["producers"]) == (4, False, [reason], ["Conv -> 'a'"])
+
+
+# -- layers: which channels they produce and read ------------------------------------------------------
+def rows_by_producer(model: ir.Model) -> dict[str, dict]:
+    return {label: row for row in describe_groups(model) for label in row["producers"]}
+
+
+def actions_of(model: ir.Model, output: str) -> list[tuple[str, int, int, int]]:
+    """(kind, input index, axis, channels) of every action on the node producing ``output``."""
+    target = node(model, output)
+    return [(a.kind, a.index, a.axis, a.layout.channels) for a in channel_groups.analyze(model).actions if a.node is target]
+
+
+CONV_TRANSPOSE = CONV_A + """    t = ConvTranspose <strides = [2, 2]> (ra, wt, bt)
+    rt = Relu(t)
+    y = Conv(rt, wy, by)"""
+
+
+def test_conv_transpose_produces_its_weights_axis_1_and_reads_axis_0():
+    model = build(CONV_TRANSPOSE, {"wa": (4, 3, 3, 3), "ba": (4,), "wt": (4, 5, 2, 2), "bt": (5,), "wy": (2, 5, 1, 1), "by": (2,)})
+    rows = rows_by_producer(model)
+    assert rows["Conv -> 'a'"]["consumers"] == ["ConvTranspose -> 't'"] and rows["Conv -> 'a'"]["prunable"]
+    assert (rows["ConvTranspose -> 't'"]["channels"], rows["ConvTranspose -> 't'"]["consumers"]) == (5, ["Conv -> 'y'"])
+    assert actions_of(model, "t") == [("input", 1, 0, 4), ("output", 1, 1, 5)]
+    pruned = assert_pruning_matches_zeroed_consumers(model, {"a": [1], "t": [0, 3]}, [("t", 1, 0, [1]), ("y", 1, 1, [0, 3])])
+    t = node(pruned, "t")
+    assert weight_array(t.inputs[1]).shape == (3, 3, 2, 2) and weight_array(t.inputs[2]).shape == (3,)
+
+
+def test_grouped_conv_transpose_is_unprunable_on_both_sides():
+    model = build(CONV_TRANSPOSE.replace("strides = [2, 2]", "strides = [2, 2], group = 2"),
+                  {"wa": (4, 3, 3, 3), "ba": (4,), "wt": (4, 3, 2, 2), "bt": (6,), "wy": (2, 6, 1, 1), "by": (2,)})
+    reason = "ConvTranspose -> 't': grouped or non-constant weight"
+    assert group_row(model, "a")["reasons"] == [reason]
+    out = group_row(model, "t")  # 6 channels, read off the output shape
+    assert (out["channels"], out["prunable"], out["reasons"], out["producers"], out["consumers"]) == (6, False, [reason], [], ["Conv -> 'y'"])
+
+
+def test_layers_reading_the_channels_on_another_axis_refuse_them():
+    for layer, weight in (("ConvTranspose", (8, 5, 1, 1)), ("Conv", (5, 8, 1, 1))):
+        body = CONV_A + f"    p = Transpose <perm = [0, 2, 1, 3]> (ra)\n    t = {layer}(p, wt)\n    y = Relu(t)"
+        model = build(body, {"wa": (4, 3, 3, 3), "ba": (4,), "wt": weight})
+        assert group_row(model, "a")["reasons"] == [f"{layer} -> 't' reads the channels on another axis"]
+        assert rows_by_producer(model)[f"{layer} -> 't'"]["channels"] == 5
+
+
+def test_a_conv_weight_fed_at_run_time_blocks_its_input_and_output_channels():
+    body = CONV_A + "    c = Conv(ra, w)\n    rc = Relu(c)\n    y = Conv(rc, wy)"
+    model = build(body, {"wa": (4, 3, 3, 3), "ba": (4,), "wy": (2, 5, 1, 1)}, inputs="float[1,3,8,8] x, float[5,4,1,1] w")
+    assert group_row(model, "a")["reasons"] == ["Conv -> 'c' has a non-constant weight or unknown shapes"]
+    out = group_row(model, "c")
+    assert (out["channels"], out["reasons"], out["producers"], out["consumers"]) == (
+        5, ["Conv -> 'c': non-constant weight or unknown shape"], [], ["Conv -> 'y'"])
+    analysis = channel_groups.analyze(model)
+    assert analysis.origins == ["input x", "input w", "Conv -> 'a'", "Conv -> 'c'", "Conv -> 'y'"]
+    assert analysis.sizes == [3, 4, 4, 5, 2]
+    assert analysis.reasons[1] == ["graph input 'w'", "used as a weight of Conv -> 'c'", "Conv -> 'c' has a non-constant weight or unknown shapes"]
+    assert analysis.group_of(3).channels == 5 and analysis.group_of(3).reasons == out["reasons"]
+
+
+def test_grouped_conv_couples_channels_and_blocks_both_sides():
+    body = CONV_A + "    g = Conv <group = 2> (ra, wg)\n    rg = Relu(g)\n    y = Conv(rg, wy)"
+    model = build(body, {"wa": (4, 3, 3, 3), "ba": (4,), "wg": (6, 2, 1, 1), "wy": (2, 6, 1, 1)})
+    assert group_row(model, "a")["reasons"] == ["grouped Conv -> 'g' (group=2) couples channels group-wise"]
+    out = group_row(model, "g")
+    assert (out["channels"], out["reasons"], out["producers"]) == (6, ["Conv -> 'g': grouped convolution (group=2) couples channels group-wise"], [])
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_depthwise_conv_follows_its_input_weight_bias_and_group(bias):
+    body = CONV_A + f"    d = Conv <group = 4, pads = [1,1,1,1]> (ra, wd{', bd' if bias else ''})\n    rd = Relu(d)\n    y = Conv(rd, wy, by)"
+    model = build(body, {"wa": (4, 3, 3, 3), "ba": (4,), "wd": (4, 1, 3, 3), "bd": (4,), "wy": (2, 4, 1, 1), "by": (2,)})
+    row = group_row(model, "a")
+    assert (row["prunable"], row["followers"], row["consumers"]) == (True, ["Conv -> 'd'"], ["Conv -> 'y'"])
+    assert actions_of(model, "d") == [("constant", 1, 0, 4), *([("constant", 2, 0, 4)] if bias else []), ("group", 1, 0, 4)]
+    pruned = assert_pruning_matches_zeroed_consumers(model, {"a": [1, 2]}, [("y", 1, 1, [1, 2])])
+    d = node(pruned, "d")
+    assert d.attributes.get_int("group") == 2 and weight_array(d.inputs[1]).shape == (2, 1, 3, 3)
+
+
+GEMMS = """a = Conv <pads = [1,1,1,1]> (x, wa, ba)
+    p = GlobalAveragePool(a)
+    f = Flatten(p)
+    g = Gemm(f, wg, bg)
+    rg = Relu(g)
+    y = Gemm <transB = 1> (rg, wy, by)"""
+GEMM_WEIGHTS = {"wa": (4, 3, 3, 3), "ba": (4,), "wg": (4, 5), "bg": (5,), "wy": (2, 5), "by": (2,)}
+
+
+def test_gemm_reads_weight_rows_and_produces_columns_unless_transposed():
+    model = build(GEMMS, GEMM_WEIGHTS)
+    assert actions_of(model, "g") == [("input", 1, 0, 4), ("output", 1, 1, 5)]
+    assert actions_of(model, "y")[0] == ("input", 1, 1, 5)
+    assert rows_by_producer(model)["Gemm -> 'g'"]["consumers"] == ["Gemm -> 'y'"]
+    pruned = assert_pruning_matches_zeroed_consumers(model, {"a": [1, 2], "g": [0, 3]}, [("g", 1, 0, [1, 2]), ("y", 1, 1, [0, 3])])
+    assert weight_array(node(pruned, "g").inputs[1]).shape == (2, 3) and weight_array(node(pruned, "g").inputs[2]).shape == (3,)
+
+
+def test_gemm_with_a_transposed_input_a_run_time_bias_or_channels_on_axis_0_is_refused():
+    model = build(GEMMS.replace("Gemm(f, wg, bg)", "Gemm <transA = 1> (t, wg, bg)").replace("f = Flatten(p)", "f = Flatten(p)\n    t = Transpose(f)"),
+                  GEMM_WEIGHTS)
+    assert group_row(model, "a")["reasons"] == ["Gemm -> 'g' has a non-constant weight or transposed input"]
+    assert group_row(model, "g")["reasons"] == ["Gemm -> 'g': non-constant weight"] and group_row(model, "g")["channels"] == 5
+    model = build(GEMMS.replace("Gemm(f, wg, bg)", "Gemm(t, w1, bg)").replace("f = Flatten(p)", "f = Flatten(p)\n    t = Transpose(f)"),
+                  {**GEMM_WEIGHTS, "w1": (1, 5)})
+    assert group_row(model, "a")["reasons"] == ["Gemm -> 'g' reads the channels on another axis"]
+    model = build(GEMMS, {k: v for k, v in GEMM_WEIGHTS.items() if k != "bg"}, inputs="float[1,3,8,8] x, float[5] bg")
+    assert group_row(model, "a")["prunable"]
+    out = group_row(model, "g")
+    assert (out["channels"], out["reasons"], out["producers"]) == (5, ["Gemm -> 'g': non-constant bias"], [])
+    assert channel_groups.analyze(model).origins == ["input x", "Conv -> 'a'", "Gemm -> 'g'", "Gemm -> 'y'"]  # bg: rank 1
+    model = build(GEMMS.replace("Gemm(f, wg, bg)", "Gemm(f, f2, bg)").replace("f = Flatten(p)", "f = Flatten(p)\n    f2 = Transpose(f)"),
+                  GEMM_WEIGHTS)
+    assert group_row(model, "a")["reasons"] == ["used as an operand of Gemm -> 'g'", "Gemm -> 'g' has a non-constant weight or transposed input"]
+
+
+MATMULS = CONV_A + """    r = Reshape(ra, flat)
+    t = Transpose <perm = [0, 2, 1]> (r)
+    m = MatMul(t, wm)
+    rm = Relu(m)
+    y = MatMul(rm, wy)"""
+
+
+def test_matmul_with_a_constant_weight_reads_rows_and_produces_columns_on_the_last_axis():
+    model = build(MATMULS, {"wa": (4, 3, 3, 3), "ba": (4,), "wm": (4, 6), "wy": (6, 2)}, "int64[3] flat = {1, 4, 64}")
+    row = group_row(model, "a")
+    assert (row["prunable"], row["consumers"], row["followers"]) == (True, ["MatMul -> 'm'"], ["Reshape -> 'r'"])
+    assert actions_of(model, "m") == [("input", 1, 0, 4), ("output", 1, 1, 6)]
+    assert channel_groups.analyze(model).layouts[node(model, "m").outputs[0]].axis == 2
+    pruned = assert_pruning_matches_zeroed_consumers(model, {"a": [1, 2], "m": [0, 5]}, [("m", 1, 0, [1, 2]), ("y", 1, 0, [0, 5])])
+    assert weight_array(node(pruned, "r").inputs[1]).tolist() == [1, 2, 64]
+
+
+def test_matmul_reading_channels_on_a_row_axis_or_with_a_3d_weight_refuses_them():
+    model = build(CONV_A + "    r = Reshape(ra, flat)\n    y = MatMul(r, wm)", {"wa": (4, 3, 3, 3), "ba": (4,), "wm": (64, 6)}, "int64[3] flat = {1, 4, 64}")
+    assert group_row(model, "a")["reasons"] == ["MatMul -> 'y' reads it on a batch or row axis"]
+    assert rows_by_producer(model)["MatMul -> 'y'"]["channels"] == 6
+    model = build(CONV_A + "    y = MatMul(ra, wm)", {"wa": (4, 3, 3, 3), "ba": (4,), "wm": (1, 8, 8)})
+    assert group_row(model, "a")["reasons"] == ["contracted by MatMul -> 'y' of two activations (attention)"]
+
+
+BATCHED = CONV_A + "    b = Conv <pads = [1,1,1,1]> (x, wb, bb)\n    rb = Relu(b)\n    {}\n    y = Conv(m, wy, by)"
+BATCHED_WEIGHTS = {"wa": (4, 3, 3, 3), "ba": (4,), "wb": (4, 3, 3, 3), "bb": (4,), "wy": (2, 4, 1, 1), "by": (2,)}
+
+
+def test_matmul_of_two_activations_with_channels_on_a_batch_axis_merges_them():
+    model = build(BATCHED.format("m = MatMul(ra, rb)"), BATCHED_WEIGHTS)
+    row = group_row(model, "a")
+    assert (row["prunable"], row["producers"], row["consumers"]) == (True, ["Conv -> 'a'", "Conv -> 'b'"], ["Conv -> 'y'"])
+    assert_pruning_matches_zeroed_consumers(model, {"a": [1, 2]}, [("y", 1, 1, [1, 2])])
+
+
+@pytest.mark.parametrize("matmul", [
+    "t = Transpose <perm = [1, 0, 2, 3]> (rb)\n    m = MatMul(ra, t)",  # channels on axes 1 and 0
+    "g = Gather(rb, zero)\n    m = MatMul(ra, g)",  # ranks 4 and 3
+    "t = Transpose <perm = [0, 2, 3, 1]> (ra)\n    u = Transpose <perm = [0, 2, 1, 3]> (rb)\n    m0 = MatMul(t, u)\n    m = Transpose <perm = [0, 3, 1, 2]> (m0)",
+    "p = ReduceMean <axes = [1]> (x)\n    e = Expand(p, shape)\n    m = MatMul(ra, e)",  # an untracked operand
+], ids=["different-axes", "different-ranks", "contracting-c", "untracked-operand"])
+def test_matmul_of_two_activations_otherwise_is_attention_and_refused(matmul):
+    model = build(BATCHED.format(matmul), BATCHED_WEIGHTS, "int64 zero = {0}, int64[4] shape = {1, 4, 8, 8}")
+    label = next(n for n in model.graph if n.op_type == "MatMul")
+    assert group_row(model, "a")["reasons"] == [f"contracted by {channel_groups.node_label(label)} of two activations (attention)"]
+
+
+# -- elementwise, concat, normalization: merges and followers ----------------------------------------
+def test_residual_add_merges_the_branches_and_per_channel_constants_follow():
+    body = BATCHED.format("s = Add(ra, rb)\n    k = Mul(s, kc)\n    n = Add(k, kn)\n    l = Mul(n, kl)\n    m = Sub(l, kb)")
+    weights = {**BATCHED_WEIGHTS, "kc": (4, 1, 1), "kn": (1, 4, 1, 1), "kl": (1, 1, 8), "kb": (8, 1, 4, 1, 1)}
+    model = build(body.replace("y = Conv(m, wy, by)", "q = ReduceMean <axes = [0], keepdims = 0> (m)\n    y = Conv(q, wy, by)"), weights)
+    row = group_row(model, "a")
+    assert (row["prunable"], row["producers"], row["followers"]) == (True, ["Conv -> 'a'", "Conv -> 'b'"], ["Add -> 'n'", "Mul -> 'k'", "Sub -> 'm'"])
+    assert actions_of(model, "k") == [("constant", 1, 0, 4)] and actions_of(model, "n") == [("constant", 1, 1, 4)]
+    assert actions_of(model, "m") == [("constant", 1, 2, 4)] and actions_of(model, "l") == []
+    pruned = assert_pruning_matches_zeroed_consumers(model, {"a": [1, 2]}, [("y", 1, 1, [1, 2])])
+    assert weight_array(node(pruned, "k").inputs[1]).shape == (2, 1, 1) and weight_array(node(pruned, "m").inputs[1]).shape == (8, 1, 2, 1, 1)
+
+
+SQUARE = "float[1,3,4,4] x"
+
+
+@pytest.mark.parametrize(("join", "reason"), [
+    ("u = Transpose <perm = [0, 2, 1, 3]> (rb)\n    m = Add(ra, u)", "Add -> 'm' joins channels on different axes"),
+    ("u = Transpose <perm = [0, 2, 1, 3]> (rb)\n    m = Concat <axis = 3> (ra, u)", "Concat -> 'm' joins channels on different axes"),
+    ("c = Concat <axis = 1> (ra, rb)\n    m = Add(c, rw)", "Add -> 'm' joins differently concatenated channels"),
+    ("c = Concat <axis = 1> (ra, rb)\n    w2 = Concat <axis = 1> (rb, ra)\n    m = Concat <axis = 2> (c, rw, w2)",
+     "Concat -> 'm' joins differently concatenated channels"),
+    ("p = ReduceMean <axes = [1]> (x)\n    e = Expand(p, shape)\n    m = Concat <axis = 1> (ra, e)", "Concat -> 'm' concatenates it with untracked channels"),
+    ("p = ReduceMean <axes = [1]> (x)\n    e = Expand(p, shape)\n    m = Concat <axis = 2> (ra, e)", "Concat -> 'm' concatenates it with untracked channels"),
+    ("f = Flatten(ra)\n    m = Concat <axis = 1> (f, f)", "Concat -> 'm' concatenates it with untracked channels"),
+    ("f = Flatten(ra)\n    m = Split <axis = 1> (f, sizes)", "Split -> 'm' splits the channel axis without a constant split input"),
+    ("s = Conv(ra, w1)\n    m = Add(s, full)", "Add -> 'm' broadcasts the channels"),  # s: one channel
+    ("s = Conv(ra, w1)\n    m = Expand(s, shape)", "Expand -> 'm' broadcasts the channels"),
+    ("s = Shape(ra)\n    m = Reshape(ra, s)", "Reshape -> 'm' has a computed target shape"),
+    ("t = Transpose <perm = [0, 2, 1, 3]> (ra)\n    m = Reshape(t, keep)", "Reshape -> 'm' copies a dimension into the channel axis"),
+    ("n = BatchNormalization(ra, s4, b4, mean, var)\n    m = Relu(n)", "BatchNormalization -> 'n' has non-constant parameters"),
+    ("t = Transpose <perm = [0, 2, 1, 3]> (ra)\n    m = BatchNormalization(t, b4, b4, b4, s4)",
+     "BatchNormalization -> 'm' normalizes along axis 1, not the tracked channel axis"),
+], ids=["add-axes", "concat-axes", "add-segments", "concat-segments", "concat-untracked", "concat-other-axis-untracked",
+        "concat-blocks", "split-blocks", "add-broadcast", "expand-broadcast", "reshape-computed", "reshape-copy", "bn-run-time", "bn-axis"])
+def test_joins_that_do_not_line_up_are_refused_with_the_reason(join, reason):
+    body = CONV_A + "    b = Conv <pads = [1,1,1,1]> (x, wb, bb)\n    rb = Relu(b)\n    w = Conv(x, ww)\n    rw = Relu(w)\n    " + join + "\n    y = Identity(m)"
+    weights = {"wa": (4, 3, 3, 3), "ba": (4,), "wb": (4, 3, 3, 3), "bb": (4,), "ww": (8, 3, 1, 1), "w1": (1, 4, 1, 1),
+               "full": (1, 4, 4, 4), "s4": (4,), "b4": (4,)}
+    inputs = SQUARE + (", float[4] mean, float[4] var" if "mean" in join else "")
+    model = build(body, weights, "int64[4] shape = {1, 4, 4, 4}, int64[2] sizes = {32, 32}, int64[3] keep = {4, 0, 4}", inputs=inputs)
+    carrier = group_row(model, "s" if "s = Conv" in join else "a")
+    # a Shape read of the channels is a reason of its own, before the Reshape's
+    assert carrier["reasons"] == (["its shape is read by Shape -> 's'"] if "Shape(" in join else []) + [reason]
+    assert not carrier["prunable"]
+
+
+def test_concat_on_another_axis_merges_the_inputs_channels():
+    model = build(BATCHED.format("m = Concat <axis = 3> (ra, rb)"), BATCHED_WEIGHTS)
+    row = group_row(model, "a")
+    assert (row["prunable"], row["producers"]) == (True, ["Conv -> 'a'", "Conv -> 'b'"])
+    assert_pruning_matches_zeroed_consumers(model, {"a": [0, 3]}, [("y", 1, 1, [0, 3])])
+
+
+def test_batch_normalization_parameters_follow_the_channels():
+    body = CONV_A + "    n = BatchNormalization(ra, s4, b4, mu, var)\n    y = Conv(n, wy, by)"
+    rng = np.random.default_rng(3)
+    model = build(body, {"wa": (4, 3, 3, 3), "ba": (4,), "s4": (4,), "b4": (4,), "mu": (4,), "wy": (2, 4, 1, 1), "by": (2,)},
+                  "float[4] var = {0.5, 1.0, 2.0, 4.0}")
+    assert group_row(model, "a")["followers"] == ["BatchNormalization -> 'n'"]
+    assert actions_of(model, "n") == [("constant", i, 0, 4) for i in (1, 2, 3, 4)]
+    pruned = assert_pruning_matches_zeroed_consumers(model, {"a": [1, 2]}, [("y", 1, 1, [1, 2])])
+    assert weight_array(node(pruned, "n").inputs[4]).tolist() == [0.5, 4.0]
+    del rng
+
+
+# -- constant shapes and offsets that follow the kept counts -------------------------------------------
+def test_resize_sizes_entry_follows_the_kept_channels():
+    model = build(CONV_A + "    z = Resize(ra, , , sz)\n    y = Conv(z, wy, by)", {"wa": (4, 3, 3, 3), "ba": (4,), "wy": (2, 4, 1, 1), "by": (2,)},
+                  "int64[4] sz = {1, 4, 16, 16}")
+    assert group_row(model, "a")["followers"] == ["Resize -> 'z'"] and actions_of(model, "z") == [("shape", 3, 1, 4)]
+    pruned = assert_pruning_matches_zeroed_consumers(model, {"a": [1, 2]}, [("y", 1, 1, [1, 2])])
+    assert weight_array(node(pruned, "z").inputs[3]).tolist() == [1, 2, 16, 16]
+
+
+CONCAT_PIECES = CONV_A + """    b = Conv <pads = [1,1,1,1]> (x, wb, bb)
+    rb = Relu(b)
+    c = Concat <axis = 1> (ra, rb)
+    {}
+    u = Conv(p, wu)
+    v = Conv(q, wv)
+    y = Add(u, v)"""
+
+
+@pytest.mark.parametrize(("pieces", "constants", "rewritten"), [
+    ("p, q = Split <axis = 1> (c, sizes)", "int64[2] sizes = {4, 4}", {"p": (1, [3, 2])}),
+    ("p = Slice(c, zero, four, one)\n    q = Slice(c, four, eight, one)", "", {"p": (2, [3]), "q": (1, [3])}),
+    ("p = Slice(c, zero, four, minus3)\n    q = Slice(c, four, big, minus3)", "", {"p": (2, [3]), "q": (1, [3])}),
+    ("p = Slice(c, st, en, axes)\n    q = Slice(c, four, eight, one)", "int64[2] st = {0, 0}, int64[2] en = {9, 4}, int64[2] axes = {-1, 1}",
+     {"p": (2, [9, 3]), "q": (1, [3])}),
+], ids=["split", "slice", "slice-negative-axis-open-end", "slice-two-axes"])
+def test_split_sizes_and_slice_offsets_become_kept_counts(pieces, constants, rewritten):
+    names = "int64[1] zero = {0}, int64[1] four = {4}, int64[1] eight = {8}, int64[1] big = {9223372036854775807}, int64[1] one = {1}, int64[1] minus3 = {-3}"
+    model = build(CONCAT_PIECES.format(pieces),
+                  {**{k: v for k, v in BATCHED_WEIGHTS.items() if k[1] in "ab"}, "wu": (2, 4, 1, 1), "wv": (2, 4, 1, 1)},
+                  ", ".join(filter(None, [constants, names])))
+    assert [group_row(model, n)["prunable"] for n in ("a", "b")] == [True, True]
+    assert group_row(model, "a")["consumers"] == ["Conv -> 'u'"] and group_row(model, "b")["consumers"] == ["Conv -> 'v'"]
+    pruned = assert_pruning_matches_zeroed_consumers(model, {"a": [1], "b": [0, 3]}, [("u", 1, 1, [1]), ("v", 1, 1, [0, 3])])
+    for name, (index, values) in rewritten.items():
+        assert weight_array(node(pruned, name).inputs[index]).tolist() == values
+    q = node(pruned, "q")
+    if q.op_type == "Slice":  # the second piece ends at or past the last channel: its end is left alone
+        assert weight_array(q.inputs[2]).tolist() in ([8], [9223372036854775807])
+
+
+def test_an_initializer_listed_as_a_graph_input_is_a_weight_not_an_input():
+    model = build(CONV_A + "    y = Conv(ra, wy)", {"wa": (4, 3, 3, 3), "ba": (4,), "wy": (2, 4, 1, 1)},
+                  inputs="float[1,3,8,8] x, float[4,3,3,3] wa")
+    assert channel_groups.analyze(model).origins == ["input x", "Conv -> 'a'", "Conv -> 'y'"]
+    assert group_row(model, "a")["prunable"]
+
+
+def test_an_op_with_a_subgraph_reading_the_channels_refuses_them():
+    body = CONV_A + """    y = Loop <body = step (int64 i, bool c, float[1,4,8,8] v) => (bool co, float[1,4,8,8] vo) {
+        co = Identity(c)
+        vo = Relu(v)
+    }> (trips, go, ra)"""
+    model = build(body, {"wa": (4, 3, 3, 3), "ba": (4,)}, "int64 trips = {2}, bool go = {1}")
+    assert group_row(model, "a")["reasons"] == ["read by Loop -> 'y', which has subgraphs"]
