@@ -252,7 +252,8 @@ class _Rules:
         if layout is None:
             return
         node = self.node
-        scales = weight_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+        at = 1 if self.op == "Upsample" else 2  # Upsample (opset < 10): (X, scales); Resize: (X, roi, scales, sizes)
+        scales = weight_array(node.inputs[at]) if len(node.inputs) > at and node.inputs[at] is not None else None
         sizes = weight_array(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
         if scales is not None and scales.size and scales.size > layout.axis and scales[layout.axis] == 1:
             return self.set_output(layout)
@@ -386,8 +387,7 @@ class _Rules:
         if weight is None or not all(is_weight(v) for v in node.inputs[1:] if v is not None) or group != 1:
             self.refuse(f"{self.label}: grouped or non-constant weight")
             return self._blocked_output(None, "grouped or non-constant weight")
-        if node.attributes.get("output_shape") is not None:
-            pass  # output_shape holds spatial sizes only; channels come from the weight
+        # An output_shape attribute holds spatial sizes only: the channels come from the weight.
         if layout is not None and (layout.axis != 1 or layout.block != 1):
             self.refuse(f"{self.label} reads the channels on another axis")
             layout = None

@@ -79,6 +79,7 @@ def assert_pruning_matches_zeroed_consumers(model: ir.Model, removed: dict[str, 
 KEEPS = [
     ("resize-scale-1", "z = Resize(ra, , sc)", "float[4] sc = {1.0, 1.0, 2.0, 2.0}", "conv", 1),
     ("pad-spatial", "z = Pad(ra, pads)", "int64[8] pads = {0, 0, 1, 2, 0, 0, 2, 1}", "conv", 1),
+    ("pad-spatial-with-value", "z = Pad(ra, pads, cv)", "int64[8] pads = {0, 0, 1, 0, 0, 0, 0, 1}, float cv = {0.5}", "conv", 1),
     ("reduce-mean-spatial", "z = ReduceMean <axes = [2, 3]> (ra)", "", "conv", 1),
     ("reduce-max-negative-axes", "z = ReduceMax <axes = [-1, -2]> (ra)", "", "conv", 1),
     ("reduce-sum-axes-input", "z = ReduceSum(ra, ax)", "int64[1] ax = {3}", "conv", 1),
@@ -87,14 +88,19 @@ KEEPS = [
     ("reduce-sum-dropped-axes-before-c", "t = Transpose <perm = [0, 2, 3, 1]> (ra)\n    m = ReduceSum <keepdims = 0> (t, ax)\n"
      "    z = Unsqueeze(m, ax2)", "int64[2] ax = {1, 2}, int64[2] ax2 = {2, 3}", "conv", 1),
     ("argmax-spatial", "m = ArgMax <axis = 3> (ra)\n    z = Cast <to = 1> (m)", "", "conv", 1),
-    ("argmax-batch-dropped", "m = ArgMax <axis = 0, keepdims = 0> (ra)\n    c = Cast <to = 1> (m)\n    z = Unsqueeze(c, ax)",
+    ("reduce-kept-axis-before-c", "t = Transpose <perm = [0, 2, 3, 1]> (ra)\n    m = ReduceMean <axes = [1]> (t)\n"
+     "    z = Transpose <perm = [0, 3, 1, 2]> (m)", "", "conv", 1),
+    ("argmax-batch-dropped", "m = ArgMax <keepdims = 0> (ra)\n    c = Cast <to = 1> (m)\n    z = Unsqueeze(c, ax)",
      "int64[1] ax = {0}", "conv", 1),
     ("gather-spatial", "g = Gather <axis = 2> (ra, idx)\n    z = Reshape(g, shape)",
      "int64[1,2] idx = {0, 3}, int64[4] shape = {1, 4, 2, 8}", "conv", 1),
     ("gather-batch-rank-2-indices", "g = Gather(ra, idx)\n    z = Squeeze(g, ax)", "int64[1,1] idx = {0}, int64[1] ax = {0}", "conv", 1),
     ("gather-batch-scalar-index", "g = Gather(ra, idx)\n    z = Unsqueeze(g, ax)", "int64 idx = {0}, int64[1] ax = {0}", "conv", 1),
     ("layernorm-spatial", "z = LayerNormalization <axis = 2> (ra, ln_s, ln_b)", "", "conv", 1),
-    ("layernorm-negative-axis", "z = LayerNormalization <axis = -1> (ra, ln1_s, ln1_b)", "", "conv", 1),
+    ("layernorm-negative-axis", "z = LayerNormalization <axis = -2> (ra, ln_s, ln_b)", "", "conv", 1),
+    ("layernorm-default-axis", "z = LayerNormalization(ra, ln1_s, ln1_b)", "", "conv", 1),
+    ("layernorm-default-axis-behind-c", "t = Transpose <perm = [0, 2, 1, 3]> (ra)\n    n = LayerNormalization(t, ln1_s, ln1_b)\n"
+     "    z = Transpose <perm = [0, 2, 1, 3]> (n)", "", "conv", 1),
     ("expand-batch", "z = Expand(ra, shape)", "int64[4] shape = {2, 1, 1, 1}", "conv", 1),
     ("expand-rank", "e = Expand(ra, shape)\n    z = Reshape(e, back)", "int64[5] shape = {3, 1, 1, 1, 1}, int64[4] back = {3, 4, 8, 8}",
      "conv", 1),
@@ -105,6 +111,8 @@ KEEPS = [
     ("split-batch-default-axis", "e = Expand(ra, shape)\n    p, q = Split(e, sizes)\n    z = Sub(p, q)",
      "int64[4] shape = {2, 1, 1, 1}, int64[2] sizes = {1, 1}", "conv", 1),
     ("slice-spatial", "z = Slice(ra, st, en, ax)", "int64[1] st = {1}, int64[1] en = {7}, int64[1] ax = {-1}", "conv", 1),
+    ("slice-spatial-with-steps", "z = Slice(ra, st, en, ax, sp)", "int64[2] st = {0, 1}, int64[2] en = {4, 7}, int64[2] ax = {1, 3}, int64[2] sp = {1, 2}",
+     "conv", 1),
     ("slice-whole-channels-without-axes", "z = Slice(ra, st, en)", "int64[2] st = {0, 0}, int64[2] en = {1, 4}", "conv", 1),
     ("concat-spatial", "z = Concat <axis = 3> (ra, ra)", "", "conv", 1),
     ("instance-norm", "z = InstanceNormalization(ra, in_s, in_b)", "", "conv", 1),
@@ -152,6 +160,12 @@ REFUSES = [
     ("reduce-over-c", "y = ReduceMean <axes = [1]> (ra)", "", "ReduceMean -> 'y' reduces over the channel axis"),
     ("reduce-over-c-negative", "y = ReduceSum(ra, ax)", "int64[1] ax = {-3}", "ReduceSum -> 'y' reduces over the channel axis"),
     ("reduce-all", "y = ReduceL2(ra)", "", "ReduceL2 -> 'y' reduces over the channel axis"),
+    ("reduce-computed-axes", "s = Shape(x)\n    ax = Slice(s, three, four)\n    y = ReduceSum(ra, ax)", "int64[1] three = {3}, int64[1] four = {4}",
+     "ReduceSum -> 'y' reduces over the channel axis"),
+    ("pad-computed", "s = Shape(x)\n    p = Concat <axis = 0> (s, s)\n    y = Pad(ra, p)", "", "Pad -> 'y' has non-constant pads"),
+    ("gather-computed-indices", "s = Shape(x)\n    n = Slice(s, three, four)\n    i = Range(zero, n, one)\n    y = Gather <axis = 2> (ra, i)",
+     "int64[1] three = {3}, int64[1] four = {4}, int64 zero = {0}, int64 one = {1}", "Gather -> 'y' gathers along the channel axis"),
+    ("expand-computed-shape", "s = Shape(x)\n    y = Expand(ra, s)", "", "Expand -> 'y' has unknown shapes"),
     ("argmax-over-c", "y = ArgMax <axis = 1> (ra)", "", "ArgMax -> 'y' reduces over the channel axis"),
     ("argmin-over-c-negative", "y = ArgMin <axis = -3> (ra)", "", "ArgMin -> 'y' reduces over the channel axis"),
     ("softmax-over-c", "y = Softmax <axis = 1> (ra)", "", "Softmax -> 'y' normalizes over the channel axis"),
@@ -324,6 +338,7 @@ def test_matmul_with_a_constant_weight_reads_rows_and_produces_columns_on_the_la
     assert (row["prunable"], row["consumers"], row["followers"]) == (True, ["MatMul -> 'm'"], ["Reshape -> 'r'"])
     assert actions_of(model, "m") == [("input", 1, 0, 4), ("output", 1, 1, 6)]
     assert channel_groups.analyze(model).layouts[node(model, "m").outputs[0]].axis == 2
+    assert channel_groups.analyze(model).origins == ["input x", "Conv -> 'a'", "MatMul -> 'm'", "MatMul -> 'y'"]
     pruned = assert_pruning_matches_zeroed_consumers(model, {"a": [1, 2], "m": [0, 5]}, [("m", 1, 0, [1, 2]), ("y", 1, 0, [0, 5])])
     assert weight_array(node(pruned, "r").inputs[1]).tolist() == [1, 2, 64]
 
@@ -336,6 +351,7 @@ def test_matmul_reading_channels_on_a_row_axis_or_with_a_3d_weight_refuses_them(
     assert group_row(model, "a")["reasons"] == ["contracted by MatMul -> 'y' of two activations (attention)"]
 
 
+SQUARE_INPUT = "\n    "  # a case ending in a blank line runs on 4 x 4 images (both operands' C on a matrix axis)
 BATCHED = CONV_A + "    b = Conv <pads = [1,1,1,1]> (x, wb, bb)\n    rb = Relu(b)\n    {}\n    y = Conv(m, wy, by)"
 BATCHED_WEIGHTS = {"wa": (4, 3, 3, 3), "ba": (4,), "wb": (4, 3, 3, 3), "bb": (4,), "wy": (2, 4, 1, 1), "by": (2,)}
 
@@ -352,9 +368,24 @@ def test_matmul_of_two_activations_with_channels_on_a_batch_axis_merges_them():
     "g = Gather(rb, zero)\n    m = MatMul(ra, g)",  # ranks 4 and 3
     "t = Transpose <perm = [0, 2, 3, 1]> (ra)\n    u = Transpose <perm = [0, 2, 1, 3]> (rb)\n    m0 = MatMul(t, u)\n    m = Transpose <perm = [0, 3, 1, 2]> (m0)",
     "p = ReduceMean <axes = [1]> (x)\n    e = Expand(p, shape)\n    m = MatMul(ra, e)",  # an untracked operand
-], ids=["different-axes", "different-ranks", "contracting-c", "untracked-operand"])
+    "g = Gather(ra, zero)\n    t = Transpose <perm = [1, 0, 2, 3]> (rb)\n    m = MatMul(g, t)",  # ranks 3 and 4, C on axis 0 of both
+    "r = Reshape(rb, flat)\n    m0 = MatMul(ra, r)\n    m = Slice(m0, zero1, eight, three)",  # b's C is the contracted row axis
+    "t = Transpose <perm = [0, 2, 3, 1]> (ra)\n    u = Transpose <perm = [0, 2, 3, 1]> (rb)\n    m0 = MatMul(t, u)\n    m = Transpose <perm = [0, 3, 1, 2]> (m0)" + SQUARE_INPUT,
+    "t = Transpose <perm = [0, 2, 1, 3]> (ra)\n    u = Transpose <perm = [0, 2, 1, 3]> (rb)\n    m0 = MatMul(t, u)\n    m = Transpose <perm = [0, 2, 1, 3]> (m0)" + SQUARE_INPUT,
+    "c = Concat <axis = 1> (ra, rb)\n    m0 = MatMul(c, rw)\n    m = Slice(m0, zero1, four, one)",  # segments 4 + 4 against 8
+], ids=["different-axes", "different-ranks", "contracting-c", "untracked-operand", "ranks-3-and-4", "contracted-rows",
+        "both-on-the-last-axis", "both-on-the-row-axis", "different-segments"])
 def test_matmul_of_two_activations_otherwise_is_attention_and_refused(matmul):
-    model = build(BATCHED.format(matmul), BATCHED_WEIGHTS, "int64 zero = {0}, int64[4] shape = {1, 4, 8, 8}")
+    weights = {**BATCHED_WEIGHTS, "ww": (8, 3, 1, 1)}
+    if "flat" in matmul:  # a and b need 8 channels of 8 x 8: b's rows are a's columns
+        weights.update({"wa": (8, 3, 3, 3), "ba": (8,), "wb": (8, 3, 3, 3), "bb": (8,)})
+    body = BATCHED.format(matmul).replace("rb = Relu(b)", "rb = Relu(b)\n    w = Conv(x, ww)\n    rw = Relu(w)")
+    model = build(body, weights, "int64 zero = {0}, int64[4] shape = {1, 4, 8, 8}, int64[3] flat = {1, 8, 64}, int64[1] zero1 = {0}, "
+                  "int64[1] four = {4}, int64[1] eight = {8}, int64[1] three = {3}, int64[1] one = {1}",
+                  inputs="float[1,3,4,4] x" if matmul.endswith(SQUARE_INPUT) else "float[1,3,8,8] x")
+    from ir.constants import static_shape
+    channel_groups.analyze(model)
+    assert static_shape(next(n for n in model.graph if n.op_type == "MatMul").outputs[0]) is not None  # refused by the rule, not for a missing shape
     label = next(n for n in model.graph if n.op_type == "MatMul")
     assert group_row(model, "a")["reasons"] == [f"contracted by {channel_groups.node_label(label)} of two activations (attention)"]
 
@@ -447,8 +478,8 @@ CONCAT_PIECES = CONV_A + """    b = Conv <pads = [1,1,1,1]> (x, wb, bb)
     ("p, q = Split <axis = 1> (c, sizes)", "int64[2] sizes = {4, 4}", {"p": (1, [3, 2])}),
     ("p = Slice(c, zero, four, one)\n    q = Slice(c, four, eight, one)", "", {"p": (2, [3]), "q": (1, [3])}),
     ("p = Slice(c, zero, four, minus3)\n    q = Slice(c, four, big, minus3)", "", {"p": (2, [3]), "q": (1, [3])}),
-    ("p = Slice(c, st, en, axes)\n    q = Slice(c, four, eight, one)", "int64[2] st = {0, 0}, int64[2] en = {9, 4}, int64[2] axes = {-1, 1}",
-     {"p": (2, [9, 3]), "q": (1, [3])}),
+    ("p = Slice(c, st, en, axes)\n    q = Slice(c, st2, eight2, axes)", "int64[2] st = {0, 0}, int64[2] en = {9, 4}, int64[2] axes = {-1, 1}, "
+     "int64[2] st2 = {0, 4}, int64[2] eight2 = {8, 8}", {"p": (2, [9, 3]), "q": (1, [0, 3])}),
 ], ids=["split", "slice", "slice-negative-axis-open-end", "slice-two-axes"])
 def test_split_sizes_and_slice_offsets_become_kept_counts(pieces, constants, rewritten):
     names = "int64[1] zero = {0}, int64[1] four = {4}, int64[1] eight = {8}, int64[1] big = {9223372036854775807}, int64[1] one = {1}, int64[1] minus3 = {-3}"
@@ -460,9 +491,12 @@ def test_split_sizes_and_slice_offsets_become_kept_counts(pieces, constants, rew
     pruned = assert_pruning_matches_zeroed_consumers(model, {"a": [1], "b": [0, 3]}, [("u", 1, 1, [1]), ("v", 1, 1, [0, 3])])
     for name, (index, values) in rewritten.items():
         assert weight_array(node(pruned, name).inputs[index]).tolist() == values
+    # a piece starting at channel 0 has no start to rewrite: only its end (at the first concat boundary) follows
+    p_actions = [(kind, index) for kind, index, _, _ in actions_of(model, "p")]
+    assert p_actions == ([("shape", 1), ("shape", 1)] if "Split" in pieces else [("shape", 2)])
     q = node(pruned, "q")
     if q.op_type == "Slice":  # the second piece ends at or past the last channel: its end is left alone
-        assert weight_array(q.inputs[2]).tolist() in ([8], [9223372036854775807])
+        assert weight_array(q.inputs[2]).tolist() in ([8], [8, 8], [9223372036854775807])
 
 
 def test_an_initializer_listed_as_a_graph_input_is_a_weight_not_an_input():
@@ -479,3 +513,134 @@ def test_an_op_with_a_subgraph_reading_the_channels_refuses_them():
     }> (trips, go, ra)"""
     model = build(body, {"wa": (4, 3, 3, 3), "ba": (4,)}, "int64 trips = {2}, bool go = {1}")
     assert group_row(model, "a")["reasons"] == ["read by Loop -> 'y', which has subgraphs"]
+
+
+ATTENTION = """q0 = MatMul(x, wq)
+    q1 = Reshape(q0, heads)
+    q = Transpose <perm = [0, 2, 1, 3]> (q1)
+    k0 = MatMul(x, wk)
+    k1 = Reshape(k0, heads)
+    k = Transpose <perm = [0, 2, 3, 1]> (k1)
+    v0 = MatMul(x, wv)
+    v1 = Reshape(v0, heads)
+    v = Transpose <perm = [0, 2, 1, 3]> (v1)
+    s = MatMul(q, k)
+    p = Softmax(s)
+    c0 = MatMul(p, v)
+    c1 = Transpose <perm = [0, 2, 1, 3]> (c0)
+    c = Reshape(c1, merged)
+    y = MatMul(c, wo)"""
+
+
+def test_attention_heads_are_one_group_of_whole_heads():
+    model = build(ATTENTION, {"wq": (8, 8), "wk": (8, 8), "wv": (8, 8), "wo": (8, 5)},
+                  "int64[4] heads = {1, 6, 2, 4}, int64[3] merged = {1, 6, 8}", inputs="float[1,6,8] x")
+    row = group_row(model, "q")
+    assert (row["channels"], row["prunable"], row["reasons"]) == (2, True, [])
+    assert (row["producers"], row["consumers"]) == (["MatMul -> 'q0'", "MatMul -> 'k0'", "MatMul -> 'v0'"], ["MatMul -> 'y'"])
+    assert row["followers"] == ["Reshape -> 'c'", "Reshape -> 'k1'", "Reshape -> 'q1'", "Reshape -> 'v1'"]
+    analysis = channel_groups.analyze(model)
+    assert analysis.layouts[node(model, "q").outputs[0]].axis == 1 and analysis.layouts[node(model, "c").outputs[0]].block == 4
+    pruned = assert_pruning_matches_zeroed_consumers(model, {"q": [1]}, [("y", 1, 0, [4, 5, 6, 7])])
+    assert weight_array(node(pruned, "q0").inputs[1]).shape == (8, 4) and weight_array(node(pruned, "y").inputs[1]).shape == (4, 5)
+    assert weight_array(node(pruned, "q1").inputs[1]).tolist() == [1, 6, 1, 4] and weight_array(node(pruned, "c").inputs[1]).tolist() == [1, 6, 4]
+
+
+@pytest.mark.parametrize(("heads", "channels", "reason"), [
+    ("{1, 6, 1, 8}", 8, None),  # one head of 8: not a split, the 8 features stay channels
+    ("{1, 6, 8, 1}", 8, None),
+    ("{1, 6, -1, 4}", 8, "Reshape -> 'q1' splits the channel axis into 2 x 4 (attention heads"),
+    ("{1, 6, 2, -1}", 2, None),  # an inferred head size stays right as heads go
+], ids=["one-head", "unit-heads", "computed-heads", "computed-head-size"])
+def test_a_reshape_into_heads_needs_a_constant_head_count_above_one(heads, channels, reason):
+    model = build("q0 = MatMul(x, wq)\n    q1 = Reshape(q0, heads)\n    y = Relu(q1)", {"wq": (8, 8)}, f"int64[4] heads = {heads}",
+                  inputs="float[1,6,8] x")
+    row = group_row(model, "q0")
+    assert row["channels"] == channels
+    if reason is None:
+        assert row["reasons"] == ["reaches graph output 'y'"]
+    else:
+        assert row["reasons"][0].startswith(reason)
+
+
+# -- older opsets: Pad pads and Upsample scales where those opsets keep them --------------------------
+@pytest.mark.parametrize(("op", "prunable"), [
+    ("Pad <pads = [0, 0, 1, 1, 0, 0, 1, 1]> (ra)", True),
+    ("Pad <pads = [0, 1, 0, 0, 0, 0, 0, 0]> (ra)", False),
+    ("Upsample <mode = \"nearest\"> (ra, sc)", True),
+    ("Upsample <mode = \"nearest\"> (ra, sc2)", False),
+], ids=["pad-attribute-spatial", "pad-attribute-on-c", "upsample-spatial", "upsample-on-c"])
+def test_opset_9_pad_attribute_and_upsample_scales_input(op, prunable):
+    body = CONV_A + f"    z = {op}\n    y = Conv(z, wy, by)"
+    model = build(body, {"wa": (4, 3, 3, 3), "ba": (4,), "wy": (2, 4, 1, 1), "by": (2,)},
+                  "float[4] sc = {1.0, 1.0, 2.0, 2.0}, float[4] sc2 = {1.0, 2.0, 1.0, 1.0}")
+    model.opset_imports[""] = 9
+    row = group_row(model, "a")
+    assert row["prunable"] == prunable
+    if prunable:
+        assert row["consumers"] == ["Conv -> 'y'"] and row["reasons"] == []
+        assert_pruning_matches_zeroed_consumers(model, {"a": [1, 2]}, [("y", 1, 1, [1, 2])])
+    else:
+        assert row["reasons"] == [f"{op.split()[0]} -> 'z' {'pads the channel axis' if op.startswith('Pad') else 'has no constant scale of 1 on the channel axis'}"]
+
+
+def test_conv_transpose_with_a_run_time_weight_blocks_both_sides():
+    model = build(CONV_TRANSPOSE, {"wa": (4, 3, 3, 3), "ba": (4,), "bt": (5,), "wy": (2, 5, 1, 1), "by": (2,)},
+                  inputs="float[1,3,8,8] x, float[4,5,2,2] wt")
+    reason = "ConvTranspose -> 't': grouped or non-constant weight"
+    assert group_row(model, "a")["reasons"] == [reason]
+    assert group_row(model, "t")["reasons"] == [reason] and group_row(model, "t")["channels"] == 5
+    model = build(CONV_TRANSPOSE, {"wa": (4, 3, 3, 3), "ba": (4,), "wt": (4, 5, 2, 2), "wy": (2, 5, 1, 1), "by": (2,)},
+                  inputs="float[1,3,8,8] x, float[5] bt")
+    assert group_row(model, "a")["reasons"] == [reason]
+    model = build(CONV_TRANSPOSE, {"wa": (4, 3, 3, 3), "ba": (4,), "bt": (5,), "wy": (2, 5, 1, 1), "by": (2,)},
+                  inputs="float[1,3,8,8] x, float[4,N,2,2] wt")
+    assert group_row(model, "a")["reasons"] == [reason]
+    assert not any(v.name == "t" for v in channel_groups.analyze(model).layouts)  # its channel count is unknown
+    model = build(CONV_TRANSPOSE, {"wa": (4, 3, 3, 3), "ba": (4,), "wt": (4, 5, 2, 2), "bt": (5,), "wy": (2, 5, 1, 1), "by": (2,)})
+    assert channel_groups.analyze(model).origins == ["input x", "Conv -> 'a'", "ConvTranspose -> 't'", "Conv -> 'y'"]
+
+
+# -- a value whose shape is not static (a symbolic batch): nothing downstream is guessed ---------------
+@pytest.mark.parametrize(("op", "reason"), [
+    ("Slice(ra, zero, two, one)", "Slice -> 'y' has an unknown rank"),
+    ("Split <axis = 1> (ra, two2)", "Split -> 'y' has an unknown rank"),
+    ("Transpose(ra)", "Transpose -> 'y' has an unknown rank"),
+    ("Expand(ra, shape)", "Expand -> 'y' has unknown shapes"),
+    ("Flatten(ra)", "Flatten -> 'y' has unknown shapes"),
+    ("Reshape(ra, shape)", "Reshape -> 'y' has a computed target shape"),
+    ("Softmax(ra)", "Softmax -> 'y' normalizes over the channel axis"),
+    ("LayerNormalization(ra, s8, b8)", "LayerNormalization -> 'y' normalizes over the channel axis"),
+    ("ReduceMean <axes = [2]> (ra)", "ReduceMean -> 'y' reduces over the channel axis"),
+    ("Gather <axis = 2> (ra, zero)", "Gather -> 'y' gathers along the channel axis"),
+    ("Pad(ra, pads)", "Pad -> 'y' has non-constant pads"),
+    ("Add(ra, ra)", "Add -> 'y' has an unknown output shape"),
+    ("Concat <axis = 1> (ra, ra)", "Concat -> 'y' has an unknown output shape"),
+    ("MatMul(ra, w88)", "contracted by MatMul -> 'y' of two activations (attention)"),
+], ids=["slice", "split", "transpose", "expand", "flatten", "reshape", "softmax", "layernorm", "reduce", "gather", "pad", "add",
+        "concat", "matmul"])
+def test_ops_on_a_value_of_unknown_shape_refuse_it(op, reason):
+    body = CONV_A + f"    y = {op}"
+    model = build(body, {"wa": (4, 3, 3, 3), "ba": (4,), "s8": (8,), "b8": (8,), "w88": (8, 8)},
+                  "int64[1] zero = {0}, int64[1] two = {2}, int64[1] one = {1}, int64[2] two2 = {2, 2}, "
+                  "int64[4] shape = {1, 4, 8, 8}, int64[8] pads = {0, 0, 1, 1, 0, 0, 1, 1}", inputs="float[N,3,8,8] x")
+    analysis = channel_groups.analyze(model)  # a is tracked (4 channels from its weight), its shape has a symbolic batch
+    space = analysis.layouts[node(model, "a").outputs[0]].segments[0].space
+    assert analysis.group_of(space).reasons == ["Conv -> 'a': non-constant weight or unknown shape", reason]
+
+
+def test_a_split_into_three_pieces_offsets_each_by_the_sizes_before_it():
+    body = CONV_A + """    b = Conv <pads = [1,1,1,1]> (x, wb, bb)
+    c = Conv <pads = [1,1,1,1]> (x, wc, bc)
+    k = Concat <axis = 1> (ra, b, c)
+    p, q, r = Split <axis = 1> (k, sizes)
+    u = Conv(p, wu)
+    v = Conv(q, wv)
+    w = Conv(r, ww)
+    s = Add(u, v)
+    y = Add(s, w)"""
+    model = build(body, {"wa": (4, 3, 3, 3), "ba": (4,), "wb": (2, 3, 3, 3), "bb": (2,), "wc": (3, 3, 3, 3), "bc": (3,),
+                         "wu": (2, 4, 1, 1), "wv": (2, 2, 1, 1), "ww": (2, 3, 1, 1)}, "int64[3] sizes = {4, 2, 3}")
+    assert [group_row(model, n)["consumers"] for n in ("a", "b", "c")] == [["Conv -> 'u'"], ["Conv -> 'v'"], ["Conv -> 'w'"]]
+    pruned = assert_pruning_matches_zeroed_consumers(model, {"a": [0], "c": [1]}, [("u", 1, 1, [0]), ("w", 1, 1, [1])])
+    assert weight_array(node(pruned, "p").inputs[1]).tolist() == [3, 2, 2]
