@@ -105,6 +105,8 @@ KEEPS = [
     ("expand-rank", "e = Expand(ra, shape)\n    z = Reshape(e, back)", "int64[5] shape = {3, 1, 1, 1, 1}, int64[4] back = {3, 4, 8, 8}",
      "conv", 1),
     ("softmax-last-axis", "z = Softmax(ra)", "", "conv", 1),
+    ("softmax-default-axis-behind-c", "t = Transpose <perm = [0, 2, 1, 3]> (ra)\n    n = Softmax(t)\n    z = Transpose <perm = [0, 2, 1, 3]> (n)", "",
+     "conv", 1),
     ("logsoftmax-spatial", "z = LogSoftmax <axis = 2> (ra)", "", "conv", 1),
     ("transpose-reversed-and-back", "t = Transpose(ra)\n    z = Transpose <perm = [3, 2, 0, 1]> (t)", "", "conv", 1),
     ("split-spatial", "p, q = Split <axis = 2> (ra, sizes)\n    z = Add(p, q)", "int64[2] sizes = {4, 4}", "conv", 1),
@@ -153,6 +155,9 @@ def test_ops_that_keep_the_channels_leave_the_producer_prunable(body, constants,
 REFUSES = [
     ("resize-scale-on-c", "y = Resize(ra, , sc)", "float[4] sc = {1.0, 2.0, 1.0, 1.0}",
      "Resize -> 'y' has no constant scale of 1 on the channel axis"),
+    ("resize-roi-only", "y = Resize(ra, roi)", "float[0] roi = {}", "Resize -> 'y' has no constant scale of 1 on the channel axis"),
+    ("squeeze-computed-axes", "s = Shape(x)\n    ax = Slice(s, zero, one)\n    y = Squeeze(ra, ax)", "int64[1] zero = {0}, int64[1] one = {1}",
+     "Squeeze -> 'y' has unknown shapes"),
     ("resize-empty-scales-no-sizes", "y = Resize(ra, , sc)", "float[0] sc = {}", "Resize -> 'y' has no constant scale of 1 on the channel axis"),
     ("pad-c-begin", "y = Pad(ra, pads)", "int64[8] pads = {0, 1, 0, 0, 0, 0, 0, 0}", "Pad -> 'y' pads the channel axis"),
     ("pad-c-end", "y = Pad(ra, pads)", "int64[8] pads = {0, 0, 0, 0, 0, 2, 0, 0}", "Pad -> 'y' pads the channel axis"),
@@ -541,26 +546,48 @@ def test_attention_heads_are_one_group_of_whole_heads():
     assert row["followers"] == ["Reshape -> 'c'", "Reshape -> 'k1'", "Reshape -> 'q1'", "Reshape -> 'v1'"]
     analysis = channel_groups.analyze(model)
     assert analysis.layouts[node(model, "q").outputs[0]].axis == 1 and analysis.layouts[node(model, "c").outputs[0]].block == 4
+    assert analysis.layouts[node(model, "q0").outputs[0]] == channel_groups.Layout(2, (channel_groups.Segment(1, 2),), 4)  # heads of 4
     pruned = assert_pruning_matches_zeroed_consumers(model, {"q": [1]}, [("y", 1, 0, [4, 5, 6, 7])])
     assert weight_array(node(pruned, "q0").inputs[1]).shape == (8, 4) and weight_array(node(pruned, "y").inputs[1]).shape == (4, 5)
     assert weight_array(node(pruned, "q1").inputs[1]).tolist() == [1, 6, 1, 4] and weight_array(node(pruned, "c").inputs[1]).tolist() == [1, 6, 4]
 
 
-@pytest.mark.parametrize(("heads", "channels", "reason"), [
-    ("{1, 6, 1, 8}", 8, None),  # one head of 8: not a split, the 8 features stay channels
-    ("{1, 6, 8, 1}", 8, None),
-    ("{1, 6, -1, 4}", 8, "Reshape -> 'q1' splits the channel axis into 2 x 4 (attention heads"),
-    ("{1, 6, 2, -1}", 2, None),  # an inferred head size stays right as heads go
-], ids=["one-head", "unit-heads", "computed-heads", "computed-head-size"])
-def test_a_reshape_into_heads_needs_a_constant_head_count_above_one(heads, channels, reason):
+@pytest.mark.parametrize(("inputs", "heads", "channels", "reason"), [
+    ("float[1,6,8] x", "{1, 6, 1, 8}", 8, None),  # one head of 8: not a split, the 8 features stay channels
+    ("float[1,6,8] x", "{1, 6, 8, 1}", 8, None),
+    ("float[1,6,8] x", "{1, 6, 4, 2}", 4, None),  # four heads of two features
+    ("float[2,3,8] x", "{2, 3, 2, 4}", 2, None),  # two axes before the features
+    ("float[1,6,8] x", "{1, 6, -1, 4}", 8, "Reshape -> 'q1' splits the channel axis into 2 x 4 (attention heads"),
+    ("float[1,6,8] x", "{1, 6, 2, -1}", 2, None),  # an inferred head size stays right as heads go
+], ids=["one-head", "unit-heads", "heads-of-two", "two-leading-axes", "computed-heads", "computed-head-size"])
+def test_a_reshape_into_heads_needs_a_constant_head_count_above_one(inputs, heads, channels, reason):
     model = build("q0 = MatMul(x, wq)\n    q1 = Reshape(q0, heads)\n    y = Relu(q1)", {"wq": (8, 8)}, f"int64[4] heads = {heads}",
-                  inputs="float[1,6,8] x")
+                  inputs=inputs)
     row = group_row(model, "q0")
     assert row["channels"] == channels
     if reason is None:
         assert row["reasons"] == ["reaches graph output 'y'"]
     else:
         assert row["reasons"][0].startswith(reason)
+
+
+@pytest.mark.parametrize("other", [
+    "c = Concat <axis = 2> (q0, k0)",  # the features are also concatenated with another layer's
+    "t = Transpose <perm = [0, 2, 1]> (q0)\n    c = Flatten(t)",  # the features also become blocks of a Flatten
+], ids=["concatenated", "flattened"])
+def test_features_used_elsewhere_as_whole_channels_are_not_split_into_heads(other):
+    body = f"q0 = MatMul(x, wq)\n    k0 = MatMul(x, wk)\n    {other}\n    q1 = Reshape(q0, heads)\n    y = Relu(q1)"
+    model = build(body, {"wq": (8, 8), "wk": (8, 8)}, "int64[4] heads = {1, 6, 2, 4}", inputs="float[1,6,8] x")
+    row = group_row(model, "q0")
+    assert row["channels"] == 8
+    assert "Reshape -> 'q1' splits the channel axis into 2 x 4 (attention heads or a channel shuffle) in a way whole heads cannot be tracked" in row["reasons"]
+
+
+def test_a_reason_on_either_branch_blocks_the_merged_group():
+    body = CONV_A + "    b = Conv <pads = [1,1,1,1]> (x, wb, bb)\n    rb = Relu(b)\n    n = LRN <size = 3> (rb)\n    s = Add(ra, rb)\n    y = Conv(s, wy)"
+    model = build(body, {"wa": (4, 3, 3, 3), "ba": (4,), "wb": (4, 3, 3, 3), "bb": (4,), "wy": (2, 4, 1, 1)})
+    row = group_row(model, "a")
+    assert (row["producers"], row["prunable"], row["reasons"]) == (["Conv -> 'a'", "Conv -> 'b'"], False, ["LRN -> 'n' mixes neighbouring channels"])
 
 
 # -- older opsets: Pad pads and Upsample scales where those opsets keep them --------------------------
