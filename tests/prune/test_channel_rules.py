@@ -117,6 +117,7 @@ KEEPS = [
      "conv", 1),
     ("slice-whole-channels-without-axes", "z = Slice(ra, st, en)", "int64[2] st = {0, 0}, int64[2] en = {1, 4}", "conv", 1),
     ("concat-spatial", "z = Concat <axis = 3> (ra, ra)", "", "conv", 1),
+    ("concat-one-input", "z = Concat <axis = 3> (ra)", "", "conv", 1),
     ("instance-norm", "z = InstanceNormalization(ra, in_s, in_b)", "", "conv", 1),
     ("mul-broadcast-scalar", "z = Mul(ra, half)", "float half = {0.5}", "conv", 1),
     ("flatten-into-gemm", "p = MaxPool <kernel_shape = [4, 4], strides = [4, 4]> (ra)\n    z = Flatten(p)", "", "gemm", 4),
@@ -417,6 +418,7 @@ SQUARE = "float[1,3,4,4] x"
     ("c = Concat <axis = 1> (ra, rb)\n    m = Add(c, rw)", "Add -> 'm' joins differently concatenated channels"),
     ("c = Concat <axis = 1> (ra, rb)\n    w2 = Concat <axis = 1> (rb, ra)\n    m = Concat <axis = 2> (c, rw, w2)",
      "Concat -> 'm' joins differently concatenated channels"),
+    ("c = Concat <axis = 1> (ra, rb)\n    m = Concat <axis = 2> (c, rw)", "Concat -> 'm' joins differently concatenated channels"),
     ("p = ReduceMean <axes = [1]> (x)\n    e = Expand(p, shape)\n    m = Concat <axis = 1> (ra, e)", "Concat -> 'm' concatenates it with untracked channels"),
     ("p = ReduceMean <axes = [1]> (x)\n    e = Expand(p, shape)\n    m = Concat <axis = 2> (ra, e)", "Concat -> 'm' concatenates it with untracked channels"),
     ("f = Flatten(ra)\n    m = Concat <axis = 1> (f, f)", "Concat -> 'm' concatenates it with untracked channels"),
@@ -428,7 +430,7 @@ SQUARE = "float[1,3,4,4] x"
     ("n = BatchNormalization(ra, s4, b4, mean, var)\n    m = Relu(n)", "BatchNormalization -> 'n' has non-constant parameters"),
     ("t = Transpose <perm = [0, 2, 1, 3]> (ra)\n    m = BatchNormalization(t, b4, b4, b4, s4)",
      "BatchNormalization -> 'm' normalizes along axis 1, not the tracked channel axis"),
-], ids=["add-axes", "concat-axes", "add-segments", "concat-segments", "concat-untracked", "concat-other-axis-untracked",
+], ids=["add-axes", "concat-axes", "add-segments", "concat-segments", "concat-two-segmentations", "concat-untracked", "concat-other-axis-untracked",
         "concat-blocks", "split-blocks", "add-broadcast", "expand-broadcast", "reshape-computed", "reshape-copy", "bn-run-time", "bn-axis"])
 def test_joins_that_do_not_line_up_are_refused_with_the_reason(join, reason):
     body = CONV_A + "    b = Conv <pads = [1,1,1,1]> (x, wb, bb)\n    rb = Relu(b)\n    w = Conv(x, ww)\n    rw = Relu(w)\n    " + join + "\n    y = Identity(m)"
