@@ -6,7 +6,7 @@ Rules, per op (``C`` is a value's channel axis, tracked by its layout):
 - Depthwise Conv (group = input channels = output channels) passes the layout through; its weight,
   bias and ``group`` follow it. Other grouped convolutions: unprunable (groups must stay equal).
 - Unary ops, activations, pooling, BatchNormalization/InstanceNormalization (parameters follow),
-  Resize (scale 1 on C; ``sizes`` entry follows), Pad (no padding on C), Dropout, Cast pass it through.
+  Resize/Upsample (scale 1 on C; ``sizes`` entry follows), Pad (no padding on C), Dropout, Cast pass it through.
 - Elementwise ops with broadcasting (Add, Mul, Sum, ...): every non-constant input whose C is full
   size is merged with the others (residual Add, squeeze-and-excitation Mul); a constant of size C
   along the axis is sliced, a broadcast (size 1) input is left alone; a non-constant input with C

@@ -561,7 +561,8 @@ def test_attention_heads_are_one_group_of_whole_heads():
     ("float[2,3,8] x", "{2, 3, 2, 4}", 2, None),  # two axes before the features
     ("float[1,6,8] x", "{1, 6, -1, 4}", 8, "Reshape -> 'q1' splits the channel axis into 2 x 4 (attention heads"),
     ("float[1,6,8] x", "{1, 6, 2, -1}", 2, None),  # an inferred head size stays right as heads go
-], ids=["one-head", "unit-heads", "heads-of-two", "two-leading-axes", "computed-heads", "computed-head-size"])
+    ("float[1,6,8] x", "{1, 3, 4, 4}", 8, "Reshape -> 'q1' mixes the channel axis with other axes"),  # 6 x 8 regrouped as 3 x 16
+], ids=["one-head", "unit-heads", "heads-of-two", "two-leading-axes", "computed-heads", "computed-head-size", "mixed-with-the-sequence"])
 def test_a_reshape_into_heads_needs_a_constant_head_count_above_one(inputs, heads, channels, reason):
     model = build("q0 = MatMul(x, wq)\n    q1 = Reshape(q0, heads)\n    y = Relu(q1)", {"wq": (8, 8)}, f"int64[4] heads = {heads}",
                   inputs=inputs)
