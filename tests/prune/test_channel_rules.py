@@ -453,14 +453,12 @@ def test_concat_on_another_axis_merges_the_inputs_channels():
 
 def test_batch_normalization_parameters_follow_the_channels():
     body = CONV_A + "    n = BatchNormalization(ra, s4, b4, mu, var)\n    y = Conv(n, wy, by)"
-    rng = np.random.default_rng(3)
     model = build(body, {"wa": (4, 3, 3, 3), "ba": (4,), "s4": (4,), "b4": (4,), "mu": (4,), "wy": (2, 4, 1, 1), "by": (2,)},
                   "float[4] var = {0.5, 1.0, 2.0, 4.0}")
     assert group_row(model, "a")["followers"] == ["BatchNormalization -> 'n'"]
     assert actions_of(model, "n") == [("constant", i, 0, 4) for i in (1, 2, 3, 4)]
     pruned = assert_pruning_matches_zeroed_consumers(model, {"a": [1, 2]}, [("y", 1, 1, [1, 2])])
     assert weight_array(node(pruned, "n").inputs[4]).tolist() == [0.5, 4.0]
-    del rng
 
 
 # -- constant shapes and offsets that follow the kept counts -------------------------------------------
