@@ -120,6 +120,10 @@ KEEPS = [
     ("concat-one-input", "z = Concat <axis = 3> (ra)", "", "conv", 1),
     ("instance-norm", "z = InstanceNormalization(ra, in_s, in_b)", "", "conv", 1),
     ("mul-broadcast-scalar", "z = Mul(ra, half)", "float half = {0.5}", "conv", 1),
+    ("sum-broadcast-then-per-channel", "z = Sum(ra, half, k4)", "float half = {0.5}", "conv", 1),
+    ("reshape-drops-the-batch", "r = Reshape(ra, s3)\n    z = Unsqueeze(r, ax)", "int64[3] s3 = {-1, 8, 8}, int64[1] ax = {0}", "conv", 1),
+    ("flatten-then-bias", "p = MaxPool <kernel_shape = [4, 4], strides = [4, 4]> (ra)\n    f = Flatten(p)\n    z = Add(f, k16)", "",
+     "gemm", 4),
     ("flatten-into-gemm", "p = MaxPool <kernel_shape = [4, 4], strides = [4, 4]> (ra)\n    z = Flatten(p)", "", "gemm", 4),
     ("global-pool-flatten-into-matmul", "p = GlobalAveragePool(ra)\n    z = Flatten(p)", "", "matmul", 1),
     ("squeeze-into-matmul", "p = GlobalMaxPool(ra)\n    z = Squeeze(p, ax)", "int64[2] ax = {2, 3}", "matmul", 1),
@@ -129,7 +133,7 @@ CONSUMERS = {  # kind: (line, weight shape for 4 channels of block b, weight axi
     "gemm": ("y = Gemm <transB = 1> (z, wy, by)", lambda b: (2, 4 * b), 1),
     "matmul": ("y = MatMul(z, wy)", lambda b: (4 * b, 2), 0),
 }
-NORM_WEIGHTS = {"ln_s": (8, 8), "ln_b": (8, 8), "ln1_s": (8,), "ln1_b": (8,), "in_s": (4,), "in_b": (4,)}
+NORM_WEIGHTS = {"ln_s": (8, 8), "ln_b": (8, 8), "ln1_s": (8,), "ln1_b": (8,), "in_s": (4,), "in_b": (4,), "k4": (4, 1, 1), "k16": (16,)}
 
 
 def keeps_model(body: str, constants: str, kind: str, block: int) -> ir.Model:
@@ -273,6 +277,9 @@ def test_a_conv_weight_fed_at_run_time_blocks_its_input_and_output_channels():
     assert analysis.sizes == [3, 4, 4, 5, 2]
     assert analysis.reasons[1] == ["graph input 'w'", "used as a weight of Conv -> 'c'", "Conv -> 'c' has a non-constant weight or unknown shapes"]
     assert analysis.group_of(3).channels == 5 and analysis.group_of(3).reasons == out["reasons"]
+    model = build(body, {"wa": (4, 3, 3, 3), "ba": (4,), "wy": (2, 5, 1, 1)}, inputs="float[1,3,8,8] x, float[N,4,1,1] w")
+    assert group_row(model, "a")["reasons"] == ["Conv -> 'c' has a non-constant weight or unknown shapes"]
+    assert not any(v.name == "c" for v in channel_groups.analyze(model).layouts)  # how many channels: unknown
 
 
 def test_grouped_conv_couples_channels_and_blocks_both_sides():
@@ -428,15 +435,17 @@ SQUARE = "float[1,3,4,4] x"
     ("s = Shape(ra)\n    m = Reshape(ra, s)", "Reshape -> 'm' has a computed target shape"),
     ("t = Transpose <perm = [0, 2, 1, 3]> (ra)\n    m = Reshape(t, keep)", "Reshape -> 'm' copies a dimension into the channel axis"),
     ("n = BatchNormalization(ra, s4, b4, mean, var)\n    m = Relu(n)", "BatchNormalization -> 'n' has non-constant parameters"),
+    ("n = BatchNormalization(ra, scale, b4, b4, s4)\n    m = Relu(n)", "BatchNormalization -> 'n' has non-constant parameters"),
     ("t = Transpose <perm = [0, 2, 1, 3]> (ra)\n    m = BatchNormalization(t, b4, b4, b4, s4)",
      "BatchNormalization -> 'm' normalizes along axis 1, not the tracked channel axis"),
 ], ids=["add-axes", "concat-axes", "add-segments", "concat-segments", "concat-two-segmentations", "concat-untracked", "concat-other-axis-untracked",
-        "concat-blocks", "split-blocks", "add-broadcast", "expand-broadcast", "reshape-computed", "reshape-copy", "bn-run-time", "bn-axis"])
+        "concat-blocks", "split-blocks", "add-broadcast", "expand-broadcast", "reshape-computed", "reshape-copy", "bn-run-time",
+        "bn-run-time-scale", "bn-axis"])
 def test_joins_that_do_not_line_up_are_refused_with_the_reason(join, reason):
     body = CONV_A + "    b = Conv <pads = [1,1,1,1]> (x, wb, bb)\n    rb = Relu(b)\n    w = Conv(x, ww)\n    rw = Relu(w)\n    " + join + "\n    y = Identity(m)"
     weights = {"wa": (4, 3, 3, 3), "ba": (4,), "wb": (4, 3, 3, 3), "bb": (4,), "ww": (8, 3, 1, 1), "w1": (1, 4, 1, 1),
                "full": (1, 4, 4, 4), "s4": (4,), "b4": (4,)}
-    inputs = SQUARE + (", float[4] mean, float[4] var" if "mean" in join else "")
+    inputs = SQUARE + (", float[4] mean, float[4] var" if "mean" in join else ", float[4] scale" if "scale" in join else "")
     model = build(body, weights, "int64[4] shape = {1, 4, 4, 4}, int64[2] sizes = {32, 32}, int64[3] keep = {4, 0, 4}", inputs=inputs)
     carrier = group_row(model, "s" if "s = Conv" in join else "a")
     # a Shape read of the channels is a reason of its own, before the Reshape's
