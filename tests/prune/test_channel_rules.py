@@ -515,9 +515,30 @@ def test_split_sizes_and_slice_offsets_become_kept_counts(pieces, constants, rew
 
 def test_an_initializer_listed_as_a_graph_input_is_a_weight_not_an_input():
     model = build(CONV_A + "    y = Conv(ra, wy)", {"wa": (4, 3, 3, 3), "ba": (4,), "wy": (2, 4, 1, 1)},
-                  inputs="float[1,3,8,8] x, float[4,3,3,3] wa")
-    assert channel_groups.analyze(model).origins == ["input x", "Conv -> 'a'", "Conv -> 'y'"]
+                  inputs="float[4,3,3,3] wa, float[1,3,8,8] x")
+    analysis = channel_groups.analyze(model)
+    assert analysis.origins == ["input x", "Conv -> 'a'", "Conv -> 'y'"]
+    assert analysis.layouts[model.graph.inputs[1]] == channel_groups.Layout(1, (channel_groups.Segment(0, 3),))
     assert group_row(model, "a")["prunable"]
+
+
+def test_a_rank_2_graph_input_starts_a_space_of_its_features():
+    model = build("y = Gemm <transB = 1> (x, wy, by)", {"wy": (2, 16), "by": (2,)}, inputs="float[1,16] x")
+    analysis = channel_groups.analyze(model)
+    assert analysis.origins == ["input x", "Gemm -> 'y'"] and analysis.reasons[0] == ["graph input 'x'"]
+
+
+@pytest.mark.parametrize(("layer", "weight"), [
+    ("ConvTranspose(m, wl)", (1, 5, 2, 2)),
+    ("Gemm(f, wl)", (64, 5)),
+], ids=["conv-transpose", "gemm"])
+def test_a_layer_reading_untracked_channels_still_produces_a_prunable_group(layer, weight):
+    body = CONV_A + f"    m = ReduceMean <axes = [1]> (ra)\n    f = Flatten(m)\n    l = {layer}\n    rl = Relu(l)\n    y = {{}}"
+    consumer = "Conv(rl, wy)" if layer.startswith("Conv") else "Gemm <transB = 1> (rl, wy)"
+    model = build(body.format(consumer), {"wa": (4, 3, 3, 3), "ba": (4,), "wl": weight,
+                                          "wy": (2, 5, 1, 1) if layer.startswith("Conv") else (2, 5)})
+    row = group_row(model, "l")
+    assert (row["channels"], row["prunable"], row["producers"]) == (5, True, [f"{layer.split('(')[0]} -> 'l'"])
 
 
 def test_an_op_with_a_subgraph_reading_the_channels_refuses_them():
@@ -598,6 +619,7 @@ def test_a_reason_on_either_branch_blocks_the_merged_group():
     model = build(body, {"wa": (4, 3, 3, 3), "ba": (4,), "wb": (4, 3, 3, 3), "bb": (4,), "wy": (2, 4, 1, 1)})
     row = group_row(model, "a")
     assert (row["producers"], row["prunable"], row["reasons"]) == (["Conv -> 'a'", "Conv -> 'b'"], False, ["LRN -> 'n' mixes neighbouring channels"])
+    assert channel_groups.analyze(model).group_of(2).spaces == [1, 2]  # a's and b's (0 is the input's)
 
 
 # -- older opsets: Pad pads and Upsample scales where those opsets keep them --------------------------
