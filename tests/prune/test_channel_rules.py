@@ -187,6 +187,8 @@ REFUSES = [
     ("where", "y = Where(cond, ra, ra)", "bool cond = {1}", "read by Where -> 'y', an op the analysis does not model"),
     ("unmodelled-op", "y = DepthToSpace <blocksize = 2> (ra)", "", "read by DepthToSpace -> 'y', an op the analysis does not model"),
     ("custom-domain", "y = custom.Thing(ra)", "", "read by custom op custom::Thing -> 'y'"),
+    ("indices-of-a-gather", "i = Cast <to = 7> (ra)\n    y = Gather(table, i)", "float[4] table = {1.0, 2.0, 3.0, 4.0}",
+     "used as a parameter of Gather -> 'y'"),
     ("split-without-sizes", "y, q = Split <axis = 1> (ra)", "",
      "Split -> 'y' splits the channel axis without a constant split input"),
     ("split-inside-c", "y, q = Split <axis = -3> (ra, sizes)", "int64[2] sizes = {1, 3}",
@@ -703,3 +705,9 @@ def test_a_split_into_three_pieces_offsets_each_by_the_sizes_before_it():
     assert [group_row(model, n)["consumers"] for n in ("a", "b", "c")] == [["Conv -> 'u'"], ["Conv -> 'v'"], ["Conv -> 'w'"]]
     pruned = assert_pruning_matches_zeroed_consumers(model, {"a": [0], "c": [1]}, [("u", 1, 1, [0]), ("w", 1, 1, [1])])
     assert weight_array(node(pruned, "p").inputs[1]).tolist() == [3, 2, 2]
+
+
+def test_the_default_domain_may_be_spelled_ai_onnx():
+    model = keeps_model("z = Relu(ra)", "", "conv", 1)
+    node(model, "z").domain = "ai.onnx"
+    assert group_row(model, "a")["prunable"] and group_row(model, "a")["consumers"] == ["Conv -> 'y'"]
