@@ -706,8 +706,3 @@ def test_a_split_into_three_pieces_offsets_each_by_the_sizes_before_it():
     pruned = assert_pruning_matches_zeroed_consumers(model, {"a": [0], "c": [1]}, [("u", 1, 1, [0]), ("w", 1, 1, [1])])
     assert weight_array(node(pruned, "p").inputs[1]).tolist() == [3, 2, 2]
 
-
-def test_the_default_domain_may_be_spelled_ai_onnx():
-    model = keeps_model("z = Relu(ra)", "", "conv", 1)
-    node(model, "z").domain = "ai.onnx"
-    assert group_row(model, "a")["prunable"] and group_row(model, "a")["consumers"] == ["Conv -> 'y'"]
