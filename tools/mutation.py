@@ -40,7 +40,7 @@ MODULES = {
     "channel_groups.model": (["ir/channel_groups/model.py"], ["tests/prune/test_kept_indices.py", "tests/intent/test_prune_intent.py", "tests/prune/test_channel_offsets.py", "-m", "not real_models"], []),
     "channel_groups.offsets": (["ir/channel_groups/offsets.py"], ["tests/prune/test_channel_offsets.py"], []),
     "channel_groups.analysis": (["ir/channel_groups/analysis.py"], [
-        "tests/prune/test_channel_groups.py", "tests/prune/test_channel_offsets.py", "tests/prune/test_kept_indices.py",
+        "tests/prune/test_channel_rules.py", "tests/prune/test_channel_groups.py", "tests/prune/test_channel_offsets.py", "tests/prune/test_kept_indices.py",
         "tests/intent/test_prune_intent.py", "-m", "not real_models", "-k", "not real"], []),
     # the fold passes, grouped by the test files that exercise them (each pass has its own test file)
     "fold.eliminate": ([f"passes/fold/{name}.py" for name in ("eliminate_common", "eliminate_dead", "eliminate_noop")],

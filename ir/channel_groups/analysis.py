@@ -6,7 +6,7 @@ Rules, per op (``C`` is a value's channel axis, tracked by its layout):
 - Depthwise Conv (group = input channels = output channels) passes the layout through; its weight,
   bias and ``group`` follow it. Other grouped convolutions: unprunable (groups must stay equal).
 - Unary ops, activations, pooling, BatchNormalization/InstanceNormalization (parameters follow),
-  Resize (scale 1 on C; ``sizes`` entry follows), Pad (no padding on C), Dropout, Cast pass it through.
+  Resize/Upsample (scale 1 on C; ``sizes`` entry follows), Pad (no padding on C), Dropout, Cast pass it through.
 - Elementwise ops with broadcasting (Add, Mul, Sum, ...): every non-constant input whose C is full
   size is merged with the others (residual Add, squeeze-and-excitation Mul); a constant of size C
   along the axis is sliced, a broadcast (size 1) input is left alone; a non-constant input with C
@@ -252,7 +252,8 @@ class _Rules:
         if layout is None:
             return
         node = self.node
-        scales = weight_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+        at = 1 if self.op == "Upsample" else 2  # Upsample (opset < 10): (X, scales); Resize: (X, roi, scales, sizes)
+        scales = weight_array(node.inputs[at]) if len(node.inputs) > at and node.inputs[at] is not None else None
         sizes = weight_array(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
         if scales is not None and scales.size and scales.size > layout.axis and scales[layout.axis] == 1:
             return self.set_output(layout)
@@ -350,9 +351,8 @@ class _Rules:
                 self.action("constant", layout, 2, 0)
             self.action("group", layout)
             return self.set_output(layout)
-        reason = f"grouped {self.label} (group={group}) couples channels group-wise"
-        self.a.block(layout, reason)
-        self._blocked_output(weight[0], reason)
+        self.a.block(layout, f"grouped {self.label} (group={group}) couples channels group-wise")
+        self._blocked_output(weight[0], f"grouped convolution (group={group}) couples channels group-wise")
 
     def _batched_matmul(self, a_layout, b_layout, out_dims) -> bool:
         """MatMul of two activations (attention scores, context) over tracked heads on a batch axis:
@@ -385,11 +385,9 @@ class _Rules:
         weight = static_shape(node.inputs[1])
         group = node.attributes.get_int("group", 1)
         if weight is None or not all(is_weight(v) for v in node.inputs[1:] if v is not None) or group != 1:
-            reason = f"{self.label}: grouped or non-constant weight"
-            self.refuse(reason)
-            return self._blocked_output(None, reason)
-        if node.attributes.get("output_shape") is not None:
-            pass  # output_shape holds spatial sizes only; channels come from the weight
+            self.refuse(f"{self.label}: grouped or non-constant weight")
+            return self._blocked_output(None, "grouped or non-constant weight")
+        # An output_shape attribute holds spatial sizes only: the channels come from the weight.
         if layout is not None and (layout.axis != 1 or layout.block != 1):
             self.refuse(f"{self.label} reads the channels on another axis")
             layout = None

@@ -188,7 +188,9 @@ MIXES = "mixes the channel axis with other axes (e.g. the merge ending a channel
     ([2, 6], [12], 1, MIXES),                                                   # C merged with the batch
     ([1, 12, 64], [1, 8, 96], 1, MIXES),                                         # C cut across factors
     ([3, 4, 5], [3, 2, 10], 1, MIXES),                                          # C's factors run past it
-])
+    ([2, 3, 12], [2, 3, 3, 4], 2, SPLITS.format("3 x 4")),                      # two axes before C
+], ids=["shuffle-split", "fused-qkv", "batch-of-2", "shuffle-merge", "merged-with-batch", "cut-across-factors", "factors-past-c",
+        "two-axes-before-c"])
 def test_reshape_reasons_name_the_split_factors_or_the_mixing(in_dims, out_dims, axis, reason):
     from ir.channel_groups.analysis import _reshape_reason
 
