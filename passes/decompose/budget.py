@@ -2,8 +2,9 @@
 
 ``choose_for_target`` solves the multiple-choice knapsack: every layer may stay as it is (saving 0,
 error 0) or take one of its options (saving ``before - after`` MACs or params, its measured relative
-output error); the sum of savings must reach ``needed`` and the sum of errors is minimized. Savings
-are counted in ``bins`` units of ``needed / bins``, rounded down, so the exact savings of the
+output error, or ``error(option)``: the driver also passes ``Option.model_error``, the layer error
+weighted by the layer's measured sensitivity); the sum of savings must reach ``needed`` and the sum
+of errors is minimized. Savings are counted in ``bins`` units of ``needed / bins``, rounded down, so the exact savings of the
 solution are at least the discretized ones: the target is always met when it can be. Dynamic
 programming over the bins is exact up to that rounding (AIMET's greedy search over one compression
 ratio per layer is not: it cannot trade a cheap loss in one layer for a costly one in another).
@@ -30,7 +31,8 @@ def saving(option: Option, kind: str) -> int:
     return (layer.macs - option.macs) if kind == "macs" else (layer.params - option.params)
 
 
-def choose_for_target(per_layer: Sequence[Sequence[Option]], kind: str, needed: float, bins: int = 4000) -> tuple[list[Option | None], bool]:
+def choose_for_target(per_layer: Sequence[Sequence[Option]], kind: str, needed: float, bins: int = 4000,
+                      error: Callable[[Option], float] = lambda o: o.error) -> tuple[list[Option | None], bool]:
     if needed <= 0:
         return [None] * len(per_layer), True
     unit = needed / bins
@@ -44,12 +46,13 @@ def choose_for_target(per_layer: Sequence[Sequence[Option]], kind: str, needed: 
             step = int(saving(option, kind) // unit)
             if step <= 0:
                 continue
+            cost = error(option)
             candidate = np.full(bins + 1, np.inf)
-            candidate[min(step, bins) :] = best[: bins + 1 - min(step, bins)] + option.error
+            candidate[min(step, bins) :] = best[: bins + 1 - min(step, bins)] + cost
             if step < bins:  # savings beyond the target land in the last bin
-                candidate[bins] = min(candidate[bins], float(np.min(best[bins - step :])) + option.error)
+                candidate[bins] = min(candidate[bins], float(np.min(best[bins - step :])) + cost)
             else:
-                candidate[bins] = float(np.min(best)) + option.error
+                candidate[bins] = float(np.min(best)) + cost
             better = candidate < new
             new[better] = candidate[better]
             pick[better] = index

@@ -31,6 +31,12 @@ class Option:
     params: int
     error: float  # relative output error of the layer (noise / signal power)
     steps: Callable[[], list[tuple[np.ndarray, dict]]]
+    sensitivity: float = 1.0  # model error per unit of layer error (``passes.decompose.sensitivity``)
+
+    @property
+    def model_error(self) -> float:
+        """The model-level error this option is estimated to cause: ``error * sensitivity``."""
+        return self.error * self.sensitivity
 
     @property
     def action(self) -> str:
