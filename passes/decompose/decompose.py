@@ -9,7 +9,9 @@ Rules:
   data; ``passes.decompose.vbmf``). cp has no VBMF estimate: ``method=cp`` with ``vbmf`` is refused,
   auto leaves cp out.
 - Methods (``method=auto`` takes, per layer, whichever option the budget prefers among all that
-  apply; the error of each is measured, so auto is never worse than one method on the chosen objective):
+  apply; with calibration data and a ``macs``/``params`` target it also builds the plan each method
+  alone would choose and keeps, of all these plans, the one with the least model output error on
+  the ``probe`` feeds, so on those feeds auto is never worse than any one method; see below):
   - ``svd``: Gemm, MatMul with a constant weight, and Conv of any kernel (as ``[N, C*k]``): a layer
     C -> r with the original kernel, then 1x1 (or Gemm/MatMul) r -> N. Data-aware: SVD of the
     weight whitened by the layer's input covariance (output error, not weight error, is truncated).
@@ -32,6 +34,22 @@ Rules:
   whitened, and the last layer of each chain refit by least squares to the original layer's outputs
   (``refit``, ridge ``ridge``), inputs taken from the already-factorized model. Without calibration
   data: data-free (weight error, no refit) with a note. ``holdout`` further feeds measure the error.
+  With ``refit`` the error of each option is the error after refitting its last layer on the
+  layer's sampled inputs (``passes.decompose.sensitivity.refit_last``), and the rewrite starts from
+  that fit: the budget weighs what the refit will leave, not the data-free factorization's error.
+- Model level, with calibration data and a ``macs``/``params`` target (``passes.decompose.sensitivity``;
+  measured on the first ``probe`` calibration feeds, default 4, in one session where each layer's
+  composed kernel is swapped in, without rewriting or refit):
+  - ``sensitivity=model`` (default): each layer's option errors are multiplied by the layer's
+    sensitivity, the model's relative output error over the layer's for one probe option (an svd
+    option at the median saving, whatever ``method``), so that the budget sums estimates of model
+    error rather than layer errors that do not compare across layers. ``sensitivity=layer``: the
+    layer errors as measured. Without calibration data the layer errors are used either way.
+  - Plans: the plan over all options (model-weighted and, with ``sensitivity=model``, by layer
+    errors too) and, for ``method=auto``, each method's own plans are measured at model level; the
+    one with the least output error is kept. ``self.report["plans"]`` lists each with its model
+    SQNR, ``self.report["plan"]`` names the winner, a note says so; ``self.report["sensitivity"]``
+    lists the measured sensitivities.
 Lossy; the intent is the original with each factored layer's composed kernel (``passes.decompose.intent``).
 ``self.layers``, ``self.skipped``, ``self.fidelity`` report what was done (see
 ``passes.decompose.driver``).
@@ -44,7 +62,7 @@ from typing import Literal
 
 from ir.errors import UsageError
 from passes.base import register
-from passes.decompose import budget, candidates, timing, vbmf
+from passes.decompose import budget, candidates, sensitivity, timing, vbmf
 from passes.decompose.driver import LowRankPass, fraction
 
 Method = Literal["auto", "svd", "spatial-svd", "tucker", "cp"]
@@ -62,6 +80,8 @@ class DecomposeOptions:
     refit: bool = dataclasses.field(default=True, metadata={"doc": "refit each chain's last layer on calibration data"})
     calib: int = dataclasses.field(default=16, metadata={"check": lambda v: v >= 1, "rule": "at least 1", "doc": "calibration feeds to measure and refit on"})
     holdout: int = dataclasses.field(default=4, metadata={"check": lambda v: v >= 0, "rule": "non-negative", "doc": "further calibration feeds to measure the error on"})
+    sensitivity: Literal["model", "layer"] = dataclasses.field(default="model", metadata={"doc": "weigh each layer's errors by its measured effect on the model's outputs (model; needs calibration data) or not (layer)"})
+    probe: int = dataclasses.field(default=4, metadata={"check": lambda v: v >= 1, "rule": "at least 1", "doc": "calibration feeds on which model-level errors (sensitivities, plans) are measured"})
     ridge: float = dataclasses.field(default=1e-3, metadata={"check": lambda v: v >= 0, "rule": "non-negative", "doc": "relative ridge regularization of the refit"})
     protect: str = dataclasses.field(default="", metadata={"doc": "|-separated name patterns of layers to keep whole"})
     allow_more_macs: bool = dataclasses.field(default=False, metadata={"doc": "also factorize where it costs more MACs (exactness checks)"})
@@ -86,6 +106,18 @@ class DecomposePass(LowRankPass):
 
     def methods(self) -> tuple[str, ...]:
         return candidates.DECOMPOSE_METHODS if self.options.method == "auto" else (self.options.method,)
+
+    def plan_groups(self):
+        if self.options.method != "auto":
+            return [(self.options.method, None)]
+        return [("auto", None), *((method, method) for method in candidates.DECOMPOSE_METHODS)]
+
+    def probe_option(self, layer, options, rows, kind):
+        # The same probe, an svd option, whatever the methods: so that auto weighs each method's
+        # options exactly as that method alone does, and its candidate plans include that method's.
+        svd = [o for o in options if o.method == "svd"] or candidates.options(
+            layer, "svd", rows, multiple=self.options.round, limit=self.options.candidates, allow_more_macs=self.options.allow_more_macs)
+        return sensitivity.probe_option(svd or options, kind)
 
     def refuse(self, layer):
         reasons = [candidates.applicable(layer, m) for m in self.methods()]

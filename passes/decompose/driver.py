@@ -8,10 +8,17 @@
    the error. Without calibration data (or with generated inputs) the choice is data-free (weight
    error; a note says so) and there is no refit.
 3. Options per layer (``candidates.options``) with their measured relative output errors; a layer
-   with no option cheaper than itself is skipped ("no factorization costs fewer MACs").
+   with no option cheaper than itself is skipped ("no factorization costs fewer MACs"). With data
+   and ``refit``, each option's last layer is refit on the sampled rows and its error measured
+   again (``sensitivity.refit_last``).
 4. Choice (``budget``): a MAC or params target at the least total error, a uniform ratio, or an
    energy (error) threshold per layer; or a fixed choice (``choose_fixed``: separable's rank,
    decompose's ``vbmf``). ``screen`` may then keep chosen layers whole (decompose's ``timing``).
+   For a MAC or params target with data (``passes.decompose.sensitivity``): a ``ModelProbe`` on the
+   first ``probe`` feeds; with ``sensitivity=model`` each layer's options are weighted by its
+   measured sensitivity (``probe_option`` picks the option measured); candidate plans
+   (``plan_groups``: all options, then each method alone; weighted and by layer errors) are
+   measured at model level and the least output error wins (``self.report["plans"]``, ``["plan"]``).
 5. Rewrite (``rewrite.replace``), then the data-aware refit of each chain's last layer: least squares
    from the inputs it gets in the compressed model to the original layer's outputs, layer after
    layer in graph order (``passes.reconstruct.refit_checked``: asymmetric, so later layers absorb
@@ -34,7 +41,7 @@ import onnx_ir as ir
 
 from ir import cost, fidelity, io
 from passes.base import Pass, PassResult
-from passes.decompose import budget
+from passes.decompose import budget, sensitivity
 from passes.decompose.candidates import Option
 from passes.decompose.intent import Chain, build as build_intent
 from passes.decompose.layers import Layer, describe
@@ -44,7 +51,8 @@ from passes.reconstruct import bias_of, flat_weight, has_bias_input, refit_check
 SAMPLE_ROWS = 1024  # input rows per layer on which errors are measured (and SVD whitened)
 VALIDATE_EVERY = 4
 LAYER_OPS = ("Conv", "Gemm", "MatMul")
-NO_DATA = "no calibration data: ranks chosen by weight error (data-free) and no refit; give calibration data for a data-aware choice"
+NO_DATA = ("no calibration data: ranks chosen by weight error (data-free), no refit and no model-level sensitivity; "
+           "give calibration data for a data-aware choice")
 
 
 def fraction(value: float) -> bool:
@@ -113,10 +121,12 @@ class LowRankPass(Pass):
         per_layer = []
         for layer in layers:
             options = self.layer_options(layer, samples.get(layer.node))
+            if data_aware and getattr(opts, "refit", False) and options:
+                options = self._refit_options(layer, options, samples.get(layer.node))
             if not options:
                 self.skipped.append((layer.name, "no factorization costs fewer MACs than the layer"))
             per_layer.append(options)
-        chosen = self._choose(per_layer, totals)
+        chosen = self._choose(per_layer, totals, model, layers, samples, feeds if data_aware else [])
         picked = [(layer, option) for layer, option in zip(layers, chosen) if option is not None]
         for layer, options, option in zip(layers, per_layer, chosen):
             if option is None and options:
@@ -177,7 +187,7 @@ class LowRankPass(Pass):
             return feeds, [], True
         return feeds[: opts.calib], feeds[opts.calib :], True
 
-    def _choose(self, per_layer: list[list[Option]], totals) -> list[Option | None]:
+    def _choose(self, per_layer: list[list[Option]], totals, model=None, layers=(), samples=None, feeds=()) -> list[Option | None]:
         fixed = self.choose_fixed(per_layer)
         if fixed is not None:
             return fixed
@@ -187,11 +197,87 @@ class LowRankPass(Pass):
         if kind == "energy":
             return budget.choose_by_error(per_layer, amount)
         total = totals.macs if kind == "macs" else totals.params
-        chosen, reached = budget.choose_for_target(per_layer, kind, amount * total)
-        if not reached:
+        probe = None
+        if feeds and model is not None and any(per_layer):
+            measured = [layer for layer, options in zip(layers, per_layer) if options]
+            probe = sensitivity.ModelProbe(model, measured, feeds[: self.options.probe])
+            if self.options.sensitivity == "model":
+                self._weigh(per_layer, layers, samples or {}, probe, kind)
+        plans = self._plans(per_layer, kind, amount * total, weighted=probe is not None and self.options.sensitivity == "model")
+        if not plans:
+            chosen, _ = budget.choose_for_target(per_layer, kind, amount * total)
             best = sum(budget.saving(o, kind) for o in chosen if o is not None) / max(total, 1)
             self.note(f"the target of {amount:.0%} fewer {kind} cannot be reached by factorizing: at most {best:.1%}")
-        return chosen
+            return chosen
+        if probe is None:
+            return plans[0][1]
+        return self._best_plan(plans, probe, kind, total)
+
+    def _refit_options(self, layer: Layer, options: list[Option], rows: np.ndarray | None) -> list[Option]:
+        """Each option with its last layer refit on the layer's sampled inputs (``sensitivity.refit_last``):
+        the error the budget weighs is the error after the refit that will follow, not before it."""
+        if rows is None:
+            return options
+        target = np.asarray(rows, np.float64) @ layer.weight.reshape(layer.outputs, -1).T
+        found = [sensitivity.refit_last(o, rows, self.options.ridge, target) for o in options]
+        self.stats["options refit on sampled inputs"] += sum(a is not b for a, b in zip(found, options))
+        return found
+
+    def plan_groups(self) -> list[tuple[str, str | None]]:
+        """(label, method) of the plans built for a MAC or params target: the plan over every option
+        (method None) first, then, for a pass choosing among methods, the plan of each method alone."""
+        return [(self.name, None)]
+
+    def probe_option(self, layer: Layer, options: list[Option], rows: np.ndarray | None, kind: str) -> Option | None:
+        """The option whose model error measures the layer's sensitivity (``passes.decompose.sensitivity``)."""
+        return sensitivity.probe_option(options, kind)
+
+    def _weigh(self, per_layer, layers, samples, probe, kind) -> None:
+        """Sets each option's ``sensitivity`` to its layer's measured model error / layer error."""
+        probes = [self.probe_option(layer, options, samples.get(layer.node), kind) if options else None
+                  for layer, options in zip(layers, per_layer)]
+        ratios, rows = sensitivity.weights(probe, probes)
+        for options, ratio in zip(per_layer, ratios):
+            for option in options:
+                option.sensitivity = ratio
+        self.report["sensitivity"] = rows
+        self.stats["layers weighted by measured model sensitivity"] = len(rows)
+
+    def _plans(self, per_layer, kind, needed, *, weighted: bool) -> list[tuple[str, list[Option | None]]]:
+        """The candidate plans that reach the target, without duplicates, the mixed weighted one first."""
+        errors = [("model-weighted", lambda o: o.model_error)] if weighted else []
+        errors.append(("layer errors", lambda o: o.error))
+        plans, seen = [], set()
+        for label, method in self.plan_groups():
+            subset = per_layer if method is None else [[o for o in options if o.method == method] for options in per_layer]
+            if method is not None and not any(subset):
+                continue
+            for how, error in errors:
+                chosen, reached = budget.choose_for_target(subset, kind, needed, error=error)
+                key = tuple(id(o) if o is not None else None for o in chosen)
+                if reached and key not in seen:
+                    seen.add(key)
+                    plans.append((f"{label}, {how}" if len(errors) > 1 else label, chosen))
+        return plans
+
+    def _best_plan(self, plans, probe, kind, total) -> list[Option | None]:
+        """The plan with the least model output error on the probe feeds (measured without refit)."""
+        rows = []
+        for label, chosen in plans:
+            picked = [o for o in chosen if o is not None]
+            error = probe.error(picked)
+            rows.append({"plan": label, "model_sqnr_db": sensitivity.to_db(error), "model_error": error,
+                         "sum_layer_error": sum(o.error for o in picked), "estimated_model_error": sum(o.model_error for o in picked),
+                         "layers": len(picked), f"{kind}_saved": sum(budget.saving(o, kind) for o in picked) / max(total, 1)})
+        best = min(range(len(rows)), key=lambda i: rows[i]["model_error"])  # ties: the earlier (mixed) plan
+        self.report["plans"] = rows
+        self.report["plan"] = rows[best]["plan"]
+        self.stats["model probe runs"] = probe.runs
+        if len(rows) > 1:
+            others = "; ".join(f"{r['plan']} {r['model_sqnr_db']:.2f} dB" for i, r in enumerate(rows) if i != best)
+            self.note(f"plan '{rows[best]['plan']}' chosen: model output SQNR {rows[best]['model_sqnr_db']:.2f} dB on {len(probe.feeds)} "
+                      f"calibration feeds without refit, the best of {len(rows)} plans ({others})")
+        return plans[best][1]
 
     def _refit(self, original, model, nodes, feeds) -> list[ir.Node]:
         """Refit ``nodes``; the nodes of ``model`` that hold refit weights afterwards."""

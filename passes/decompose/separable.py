@@ -15,7 +15,11 @@ Rules:
   ``energy=E`` (per layer the smallest R keeping relative output error at most 1 - E).
 - With calibration data: each channel's SVD is whitened by that channel's patch covariance, errors
   are measured on the layer's input covariance, and the pointwise layer is refit by least squares to
-  the original outputs (``refit``). Without: data-free, with a note.
+  the original outputs (``refit``; the option errors the budget weighs are those after a refit on
+  the layer's sampled inputs). Without: data-free, with a note.
+- ``sensitivity`` and ``probe`` as in ``decompose``: with calibration data and a ``macs`` target the
+  errors are weighted by each layer's measured effect on the model's output, and the plans (weighted
+  and by layer errors) are compared by the model's output error on the ``probe`` feeds.
 Lossy; states its intent and reports like ``decompose``.
 """
 
@@ -39,6 +43,8 @@ class SeparableOptions:
     refit: bool = dataclasses.field(default=True, metadata={"doc": "refit the pointwise layer on calibration data"})
     calib: int = dataclasses.field(default=16, metadata={"check": lambda v: v >= 1, "rule": "at least 1", "doc": "calibration feeds to measure and refit on"})
     holdout: int = dataclasses.field(default=4, metadata={"check": lambda v: v >= 0, "rule": "non-negative", "doc": "further calibration feeds to measure the error on"})
+    sensitivity: Literal["model", "layer"] = dataclasses.field(default="model", metadata={"doc": "weigh each layer's errors by its measured effect on the model's outputs (model; needs calibration data) or not (layer)"})
+    probe: int = dataclasses.field(default=4, metadata={"check": lambda v: v >= 1, "rule": "at least 1", "doc": "calibration feeds on which model-level errors (sensitivities, plans) are measured"})
     ridge: float = dataclasses.field(default=1e-3, metadata={"check": lambda v: v >= 0, "rule": "non-negative", "doc": "relative ridge regularization of the refit"})
     protect: str = dataclasses.field(default="", metadata={"doc": "|-separated name patterns of layers to keep whole"})
     allow_more_macs: bool = dataclasses.field(default=False, metadata={"doc": "also rewrite where it costs more MACs (exactness checks)"})
