@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import time
 
 import numpy as np
 import onnx_ir as ir
@@ -108,6 +109,7 @@ class LowRankPass(Pass):
     def call(self, model: ir.Model) -> PassResult:
         opts = self.options
         self.layers, self.skipped, self.fidelity = [], [], None
+        self.report = {}
         self._chains = {}
         positions = {node: i for i, node in enumerate(model.graph)}
         totals = cost.analyze(model)  # also infers the shapes the layer geometry needs
@@ -122,7 +124,9 @@ class LowRankPass(Pass):
         for layer in layers:
             options = self.layer_options(layer, samples.get(layer.node))
             if data_aware and getattr(opts, "refit", False) and options:
+                start = time.perf_counter()
                 options = self._refit_options(layer, options, samples.get(layer.node))
+                self._seconds("options refit", start)
             if not options:
                 self.skipped.append((layer.name, "no factorization costs fewer MACs than the layer"))
             per_layer.append(options)
@@ -200,9 +204,11 @@ class LowRankPass(Pass):
         probe = None
         if feeds and model is not None and any(per_layer):
             measured = [layer for layer, options in zip(layers, per_layer) if options]
+            start = time.perf_counter()
             probe = sensitivity.ModelProbe(model, measured, feeds[: self.options.probe])
             if self.options.sensitivity == "model":
                 self._weigh(per_layer, layers, samples or {}, probe, kind)
+            self._seconds("sensitivity", start)
         plans = self._plans(per_layer, kind, amount * total, weighted=probe is not None and self.options.sensitivity == "model")
         if not plans:
             chosen, _ = budget.choose_for_target(per_layer, kind, amount * total)
@@ -211,7 +217,15 @@ class LowRankPass(Pass):
             return chosen
         if probe is None:
             return plans[0][1]
-        return self._best_plan(plans, probe, kind, total)
+        start = time.perf_counter()
+        best = self._best_plan(plans, probe, kind, total)
+        self._seconds("plans", start)
+        return best
+
+    def _seconds(self, step: str, start: float) -> None:
+        """Time spent in the model-level steps (``self.report["model_level_seconds"]``)."""
+        spent = self.report.setdefault("model_level_seconds", {})
+        spent[step] = spent.get(step, 0.0) + time.perf_counter() - start
 
     def _refit_options(self, layer: Layer, options: list[Option], rows: np.ndarray | None) -> list[Option]:
         """Each option with its last layer refit on the layer's sampled inputs (``sensitivity.refit_last``):
@@ -255,9 +269,14 @@ class LowRankPass(Pass):
             for how, error in errors:
                 chosen, reached = budget.choose_for_target(subset, kind, needed, error=error)
                 key = tuple(id(o) if o is not None else None for o in chosen)
-                if reached and key not in seen:
+                name = f"{label}, {how}" if len(errors) > 1 else label
+                if not reached:
+                    self.report.setdefault("plans_short_of_target", []).append(name)
+                elif key in seen:
+                    self.report.setdefault("plans_same_as_another", []).append(name)
+                else:
                     seen.add(key)
-                    plans.append((f"{label}, {how}" if len(errors) > 1 else label, chosen))
+                    plans.append((name, chosen))
         return plans
 
     def _best_plan(self, plans, probe, kind, total) -> list[Option | None]:

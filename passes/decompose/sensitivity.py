@@ -75,30 +75,39 @@ def _prefix(method: str, factors: list[np.ndarray], inputs: int) -> np.ndarray |
 
 
 def refit_last(option: Option, rows: np.ndarray | None, ridge: float, target: np.ndarray | None = None) -> Option:
-    """The option with its chain's last layer refit by least squares, on the layer's sampled input
-    ``rows`` (the original model's), to the original layer's outputs, and its error measured again:
-    what the driver's refit does in the compressed model, here from the original inputs, layer by
-    layer, without running the model. The option itself where there is nothing to refit."""
+    """The option with its chain's last layer refit by least squares to the original layer's outputs
+    on the layer's sampled input ``rows`` (the original model's), and its error measured again: what
+    the driver's refit will do in the compressed model, here from the original inputs, without
+    running the model. Fit on the even rows, error measured on the odd ones (an in-sample error
+    would flatter wide last layers); kept only when that error is lower. The option itself where
+    there is nothing to refit (svd: its whitened SVD already is the least-squares fit on the rows;
+    a grouped last layer) or where the last layer has more than a quarter as many inputs as there
+    are rows (too few rows for an honest fit; the driver's refit, on every row, still applies)."""
     if rows is None or option.method == "svd":
         return option
     steps = option.steps()
     factors = [np.asarray(w) for w, _ in steps]
+    outputs = option.layer.outputs
+    if factors[-1].size // outputs > len(rows) // 4:
+        return option
     prefix = _prefix(option.method, factors, option.layer.inputs)
     if prefix is None:
         return option
-    w = option.layer.weight.reshape(option.layer.outputs, -1)
-    x = np.asarray(rows, np.float64)
-    features = x @ prefix.reshape(prefix.shape[0], -1).T
-    target = x @ w.T if target is None else target  # the layer's outputs on the rows, shared by its options
-    gram = features.T @ features
+    x = np.asarray(rows, np.float32)
+    features = (x @ prefix.reshape(prefix.shape[0], -1).T.astype(np.float32)).astype(np.float64)
+    if target is None:  # the layer's outputs on the rows, shared by its options
+        target = x.astype(np.float64) @ option.layer.weight.reshape(outputs, -1).T
+    fit, check = slice(0, None, 2), slice(1, None, 2)
+    gram = features[fit].T @ features[fit]
     gram += ridge * max(float(np.trace(gram)) / max(len(gram), 1), 1e-12) * np.eye(len(gram))
     try:
-        last = np.linalg.solve(gram, features.T @ target).T  # [N, features]
+        last = np.linalg.solve(gram, features[fit].T @ target[fit]).T  # [N, features]
     except np.linalg.LinAlgError:
         return option
-    noise = features @ last.T - target
-    error = float(np.sum(noise * noise) / max(float(np.sum(target * target)), 1e-300))
-    if not error < option.error:
+    signal = max(float(np.sum(target[check] ** 2)), 1e-300)
+    before = float(np.sum((features[check] @ factors[-1].reshape(outputs, -1).T - target[check]) ** 2)) / signal
+    error = float(np.sum((features[check] @ last.T - target[check]) ** 2)) / signal
+    if not error < before:
         return option
     refit = [*steps[:-1], (last.reshape(factors[-1].shape).astype(factors[-1].dtype), steps[-1][1])]
     return dataclasses.replace(option, error=error, steps=lambda refit=refit: refit)
