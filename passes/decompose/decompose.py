@@ -39,7 +39,7 @@ Rules:
   that fit: the budget weighs what the refit will leave, not the data-free factorization's error.
 - Model level, with calibration data and a ``macs``/``params`` target (``passes.decompose.sensitivity``;
   measured on the first ``probe`` calibration feeds, default 4, in one session where each layer's
-  composed kernel is swapped in, without rewriting or refit):
+  composed kernel is swapped in, without rewriting and before the refit of the chosen plan):
   - ``sensitivity=model`` (default): each layer's option errors are multiplied by the layer's
     sensitivity, the model's relative output error over the layer's for one probe option (an svd
     option at the median saving, whatever ``method``), so that the budget sums estimates of model

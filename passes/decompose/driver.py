@@ -280,7 +280,7 @@ class LowRankPass(Pass):
         return plans
 
     def _best_plan(self, plans, probe, kind, total) -> list[Option | None]:
-        """The plan with the least model output error on the probe feeds (measured without refit)."""
+        """The plan with the least model output error on the probe feeds (measured before the refit of step 5)."""
         rows = []
         for label, chosen in plans:
             picked = [o for o in chosen if o is not None]
@@ -295,7 +295,7 @@ class LowRankPass(Pass):
         if len(rows) > 1:
             others = "; ".join(f"{r['plan']} {r['model_sqnr_db']:.2f} dB" for i, r in enumerate(rows) if i != best)
             self.note(f"plan '{rows[best]['plan']}' chosen: model output SQNR {rows[best]['model_sqnr_db']:.2f} dB on {len(probe.feeds)} "
-                      f"calibration feeds without refit, the best of {len(rows)} plans ({others})")
+                      f"calibration feeds before the refit, the best of {len(rows)} plans ({others})")
         return plans[best][1]
 
     def _refit(self, original, model, nodes, feeds) -> list[ir.Node]:
