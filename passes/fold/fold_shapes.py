@@ -106,7 +106,7 @@ class FoldShapesPass(Pass):
         elements = self._elements(output)
         if dims is None or len(dims) > 1 or elements is None or not all(isinstance(e, int) for e in elements):
             return False
-        if int(np.prod(dims)) != len(elements):
+        if int(np.prod(dims)) != len(elements) or not _fits(elements, output.dtype.numpy()):
             return False
         array = np.array(elements, dtype=output.dtype.numpy()).reshape(dims)
         constant = add_constant(graph, self._names, array, f"{output.name or name_base(node)}_value", node)
@@ -149,6 +149,8 @@ class FoldShapesPass(Pass):
             if -1 in target or not all(ok for j, ok in enumerate(positive) if j != k):
                 return False
             target[k] = -1
+        if not _fits(target, np.int64):
+            return False
         shape = add_constant(graph, self._names, np.array(target, dtype=np.int64), f"{name_base(node)}_shape", node)
         node.replace_input_with(1, shape)
         self.stats["Reshape target made constant"] += 1
@@ -258,6 +260,13 @@ def _elementwise(op_type: str, inputs: list[list[Element] | None]) -> list[Eleme
     right = right * length if len(right) == 1 else right
     compute = {"Mul": lambda a, b: a * b, "Add": lambda a, b: a + b, "Sub": lambda a, b: a - b}[op_type]
     return [compute(a, b) if isinstance(a, int) and isinstance(b, int) else UNKNOWN for a, b in zip(left, right)]
+
+
+def _fits(numbers: list, dtype) -> bool:
+    """Every number is in the range of the integer type (the reader computes with Python ints: an int32
+    Cast, or a product, that wraps around in ONNX Runtime is not computed)."""
+    info = np.iinfo(dtype)
+    return all(info.min <= n <= info.max for n in numbers)
 
 
 def _clamp_axis(axis: int, rank: int) -> int:

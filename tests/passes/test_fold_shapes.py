@@ -171,3 +171,240 @@ def test_shape_start_and_end_clamp_like_python_slice_bounds(axis, rank):
     from passes.fold.fold_shapes import _clamp_axis
 
     assert _clamp_axis(axis, rank) == slice(axis, None).indices(rank)[0]
+
+
+# -- reading shape pieces: the ops the reader looks through ------------------------------------------
+def dims_folded_into(text: str, value: str):
+    """Run fold-shapes; the contents of the constant that now feeds the graph output ``value``'s Identity,
+    or None when that input is still computed."""
+    _, result, _ = apply_pass("fold-shapes", text)
+    identity = next(node for node in result.model.graph if node.outputs[0].name == value)
+    source = identity.inputs[0]
+    return ints_of(source) if source.const_value is not None or source.producer() is None or source.producer().op_type == "Constant" else None
+
+
+# x's dimensions are [N, 3, 8, 5]: only dimension 0 is dynamic.
+X_DIMS = [None, 3, 8, 5]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "axis", "step"),
+    [(1, 3, None, None), (1, 10, 0, None), (-3, -1, -1, None), (3, 0, 0, -1), (-1, 0, 0, -2), (2, 2, 0, 1), (0, 2, 0, 1), (3, -10, 0, -1)],
+)
+def test_a_slice_of_a_shape_is_read_like_a_python_slice_of_its_dimensions(start, end, axis, step):
+    optional = (f", axes" if axis is not None or step is not None else "") + (", steps" if step is not None else "")
+    inits = [f"int64[1] starts = {{{start}}}", f"int64[1] ends = {{{end}}}"]
+    if axis is not None or step is not None:
+        inits.append(f"int64[1] axes = {{{0 if axis is None else axis}}}")
+    if step is not None:
+        inits.append(f"int64[1] steps = {{{step}}}")
+    text = model_text(
+        f"s = Shape(x)\n p = Slice(s, starts, ends{optional})\n o = Identity(p)",
+        "float[N,3,8,5] x", "int64[K] o", inits=", ".join(inits),
+    )
+    want = X_DIMS[slice(start, end, step)]
+    got = dims_folded_into(text, "o")
+    assert got == (want if None not in want else None)
+
+
+def test_a_slice_with_step_zero_is_not_read():
+    text = model_text(
+        "s = Shape(x)\n p = Slice(s, starts, ends, axes, steps)\n o = Identity(p)",
+        "float[N,3,8,5] x", "int64[K] o",
+        inits="int64[1] starts = {1}, int64[1] ends = {3}, int64[1] axes = {0}, int64[1] steps = {0}",
+    )
+    assert dims_folded_into(text, "o") is None
+
+
+def test_a_slice_with_attributes_before_opset_10_is_read():
+    text = model_text(
+        "s = Shape(x)\n p = Slice <starts = [1], ends = [3]> (s)\n o = Identity(p)", "float[N,3,8,5] x", "int64[K] o", opset=9,
+    )
+    assert dims_folded_into(text, "o") == [3, 8]
+
+
+@pytest.mark.parametrize("op", ["Identity(s)", "Squeeze(s1, zero)", "Reshape(s1, flat)", "Unsqueeze(s, zero)"])
+def test_identity_squeeze_and_reshape_keep_the_flat_order_of_the_elements(op):
+    text = model_text(
+        f"s = Shape(x)\n s1 = Unsqueeze(s, zero)\n p = {op}\n g = Gather(p, last)\n o = Identity(g)",
+        "float[N,3,8] x", "int64 o", inits="int64[1] zero = {0}, int64[1] flat = {-1}, int64 last = {-1}",
+    )
+    # Gather(..., -1) of a flat [N, 3, 8] reads its last element
+    if op.startswith("Unsqueeze"):
+        # Unsqueeze's output is [1, 3]: a 2-D Gather of it is not a shape piece
+        assert dims_folded_into(text, "o") is None
+    else:
+        assert dims_folded_into(text, "o") == 8
+
+
+def test_an_integer_cast_passes_the_elements_through():
+    text = model_text(
+        "s = Shape(x)\n c = Cast <to = 6> (s)\n g = Gather(c, i1)\n o = Identity(g)\n y = Relu(x)",
+        "float[N,3,8] x", "int32 o, float[N,3,8] y", inits="int64 i1 = {1}",
+    )
+    before, result, rewrite = apply_pass("fold-shapes", text)
+    identity = next(node for node in result.model.graph if node.op_type == "Identity")
+    assert ints_of(identity.inputs[0]) == 3
+    assert identity.inputs[0].const_value.dtype == ir.DataType.INT32  # the type shape inference gives the Gather
+    assert_same_outputs(before, result.model, feeds={"x": np.ones((2, 3, 8), np.float32)})
+
+
+def test_a_cast_from_a_type_other_than_int32_or_int64_is_not_read():
+    # uint64 18446744073709551615 is -1 once cast to int64: the reader does not do the wrap-around.
+    text = model_text(
+        "c = Cast <to = 7> (u)\n o = Identity(c)", "float[2] x", "int64[1] o", inits="uint64[1] u = {18446744073709551615}",
+    )
+    assert dims_folded_into(text, "o") is None
+
+
+def test_an_int64_to_int32_cast_out_of_range_is_left_alone():
+    # ONNX Runtime wraps 3000000000 to -1294967296; the pass does not compute it (it used to crash).
+    text = model_text(
+        "c = Cast <to = 6> (big)\n g = Gather(c, i0)\n o = Identity(g)", "float[2] x", "int32 o",
+        inits="int64[1] big = {3000000000}, int64 i0 = {0}",
+    )
+    before, result, _ = apply_pass("fold-shapes", text)
+    assert not result.modified
+    assert_same_outputs(before, result.model, feeds={"x": np.zeros(2, np.float32)})
+
+
+def test_known_elements_that_overflow_int64_are_not_folded():
+    text = model_text(
+        "m = Mul(big, big)\n o = Identity(m)", "float[2] x", "int64[1] o", inits="int64[1] big = {4294967296}",
+    )
+    _, result, _ = apply_pass("fold-shapes", text)
+    assert not result.modified
+
+
+@pytest.mark.parametrize(("axis", "read"), [(0, True), (-1, True)])
+def test_a_concat_on_axis_0_or_minus_1_joins_the_elements(axis, read):
+    text = model_text(
+        f"s = Shape(x)\n p = Slice(s, one, three)\n t = Concat <axis = {axis}> (p, seven)\n o = Identity(t)",
+        "float[N,3,8] x", "int64[3] o", inits="int64[1] one = {1}, int64[1] three = {3}, int64[1] seven = {7}",
+    )
+    assert dims_folded_into(text, "o") == [3, 8, 7]
+
+
+def test_a_concat_on_axis_1_interleaves_and_is_not_read_as_a_join():
+    # Concat<axis=1>([[1],[2]], [[3],[4]]) is [[1,3],[2,4]]: flat [1,3,2,4], not [1,2,3,4]
+    text = model_text(
+        "c = Concat <axis = 1> (a, b)\n t = Reshape(c, flat)\n y = ConstantOfShape(t)",
+        "float[2] x", "float[1,3,2,4] y", inits="int64[2,1] a = {1,2}, int64[2,1] b = {3,4}, int64[1] flat = {4}",
+    )
+    before, result, _ = apply_pass("fold-shapes", text)
+    assert not result.modified
+    assert_same_outputs(before, result.model, feeds={"x": np.zeros(2, np.float32)})
+
+
+@pytest.mark.parametrize(("size", "read"), [(64, True), (65, False)])
+def test_a_constant_of_more_than_64_elements_is_data_not_a_shape(size, read):
+    values = ",".join(str(v) for v in range(1, size + 1))
+    text = model_text("g = Gather(c, i2)\n o = Identity(g)", "float[2] x", "int64 o", inits=f"int64[{size}] c = {{{values}}}, int64 i2 = {{2}}")
+    assert dims_folded_into(text, "o") == (3 if read else None)
+
+
+def test_a_custom_domain_op_is_not_read_even_with_a_standard_name():
+    # q = com.example.Mul(s, s) keeps the type its value_info declares; it is not ONNX Mul.
+    text = """
+    <ir_version: 8, opset_import: ["" : 17, "com.example" : 1]>
+    g (float[N,3] x) => (float[A,B] y) <int64[2] q> {
+        s = Shape(x)
+        q = com.example.Mul(s, s)
+        y = Reshape(x, q)
+    }
+    """
+    _, result, rewrite = apply_pass("fold-shapes", text)
+    assert not result.modified
+    assert any("unknown custom op left alone" in note for note in rewrite.notes)
+
+
+def test_div_is_not_read():
+    text = model_text(
+        "s = Shape(x)\n d = Div(s, two)\n g = Gather(d, i1)\n o = Identity(g)", "float[N,4] x", "int64 o",
+        inits="int64[1] two = {2}, int64 i1 = {1}",
+    )
+    assert dims_folded_into(text, "o") is None
+
+
+@pytest.mark.parametrize(("index", "want"), [("int64 i = {-1}", 8), ("int64[2] i = {-1, 1}", [8, 3])])
+def test_gather_takes_negative_indices_from_the_end(index, want):
+    text = model_text("s = Shape(x)\n g = Gather(s, i)\n o = Identity(g)", "float[N,3,8] x", "int64 o" if "[" not in index else "int64[2] o", inits=index)
+    assert dims_folded_into(text, "o") == want
+
+
+@pytest.mark.parametrize("case", ["index out of range", "computed indices", "data not readable", "axis 1"])
+def test_gather_is_read_only_on_axis_0_with_constant_indices_in_range(case):
+    body, inputs, inits = {
+        "index out of range": ("s = Shape(x)\n g = Gather(s, i)", "float[N,3,8] x", "int64 i = {3}"),
+        "computed indices": ("s = Shape(x)\n i = Shape(v)\n g = Gather(s, i)", "float[N,3,8] x, float[M] v", ""),
+        "data not readable": ("g = Gather(t, i)", "float[N,3,8] x, int64[3] t", "int64 i = {1}"),
+        # [[2],[3],[4]] gathered on axis 1 at 0 is [2, 3, 4], not its element 0
+        "axis 1": ("g = Gather <axis = 1> (d, i)", "float[N,3,8] x", "int64[3,1] d = {2,3,4}, int64 i = {0}"),
+    }[case]
+    text = model_text(body + "\n o = Identity(g)", inputs, "int64[K] o", inits=inits)
+    assert dims_folded_into(text, "o") is None
+
+
+def test_a_gathered_scalar_dimension_stays_a_scalar_of_the_output_name():
+    text = model_text(SHAPE_CHAIN + "o = Identity(c)", "float[N,3,8] x", "int64 o")
+    _, result, rewrite = apply_pass("fold-shapes", text)
+    constant = next(node for node in result.model.graph if node.op_type == "Identity").inputs[0]
+    assert constant.name == "c_value"
+    assert constant.const_value.numpy().shape == () and ints_of(constant) == 3
+    assert rewrite.stats["Gather computed from known dimensions"] == 2  # c and w (n is dynamic)
+
+
+@pytest.mark.parametrize(("start", "end"), [(1, None), (None, 2), (-2, None), (1, -1)])
+def test_shape_start_and_end_pick_the_dimensions_read(start, end):
+    attributes = ", ".join(f"{name} = {value}" for name, value in (("start", start), ("end", end)) if value is not None)
+    text = model_text(f"s = Shape <{attributes}> (x)\n g = Gather(s, i0)\n o = Identity(g)", "float[5,3,8] x", "int64 o", inits="int64 i0 = {0}")
+    assert dims_folded_into(text, "o") == [5, 3, 8][start:end][0]
+
+
+def test_a_graph_outputs_declared_dimension_is_not_read_by_its_consumers():
+    # y is a graph output (its declared shape may be wrong); Shape(y) is not read even when its
+    # result feeds a node that is not an output.
+    text = model_text(
+        "y = Relu(x)\n s = Shape(y)\n i1 = Constant <value = int64 {1}> ()\n z = Gather(s, i1)\n zero = Constant <value = int64[1] {0}> ()\n"
+        " z1 = Unsqueeze(z, zero)\n e = Expand(x, z1)",
+        "float[N,3] x", "float[N,3] y, float[N,3] e",
+    )
+    _, result, _ = apply_pass("fold-shapes", text)
+    assert not result.modified
+
+
+def test_an_integer_node_nobody_reads_or_a_graph_output_is_not_replaced():
+    text = model_text(
+        "s = Shape(x)\n c = Gather(s, i1)\n w = Gather(s, i2)\n c1 = Unsqueeze(c, zero)\n e = Expand(x, c1)",
+        "float[N,3,8] x", "int64 c, float[N,3,8] e", inits="int64 i1 = {1}, int64 i2 = {2}, int64[1] zero = {0}",
+    )
+    # c is a graph output (and read by the Unsqueeze); w is read by nobody
+    _, result, rewrite = apply_pass("fold-shapes", text)
+    assert set(rewrite.stats) == {"Unsqueeze computed from known dimensions"}
+
+
+def test_only_scalars_and_vectors_are_computed():
+    text = model_text(
+        "s = Shape(x)\n s2 = Reshape(s, two_by_one)\n y = Tile(v, s2)", "float[2,3] x, float[4] v", "float[8] y",
+        inits="int64[2] two_by_one = {2, 1}",
+    )
+    # s2 is [[2], [3]]: a 2-D integer tensor is data, not a shape piece (and Tile rejects it anyway)
+    _, result, rewrite = apply_pass("fold-shapes", text)
+    assert "Reshape computed from known dimensions" not in rewrite.stats
+
+
+def test_a_chain_is_read_through_12_nodes_but_not_13():
+    from ir import shapes
+    from passes.fold.fold_shapes import FoldShapesPass
+
+    def read_through(count: int):
+        body = "v0 = Shape(x)\n" + "".join(f" v{i + 1} = Identity(v{i})\n" for i in range(count))
+        model = ir.from_onnx_text(model_text(body, "float[4,3] x", f"int64[2] v{count}"))
+        shapes.infer(model)
+        reader = create("fold-shapes")
+        assert isinstance(reader, FoldShapesPass)
+        reader._memo = {}
+        return reader._elements(model.graph.outputs[0])
+
+    assert read_through(12) == [4, 3]
+    assert read_through(13) is None
