@@ -408,3 +408,256 @@ def test_a_chain_is_read_through_12_nodes_but_not_13():
 
     assert read_through(12) == [4, 3]
     assert read_through(13) is None
+
+
+# -- rule 2: a Reshape's computed target made constant ------------------------------------------------
+def test_a_reshape_whose_target_is_constant_already_is_left_alone():
+    text = model_text("y = Reshape(x, t)", "float[N,3,8] x", "float[N,24] y", inits="int64[2] t = {0, 24}")
+    _, result, _ = apply_pass("fold-shapes", text)
+    assert not result.modified
+
+
+def test_making_a_reshape_target_constant_is_reported_as_a_change_and_counted():
+    # two Reshapes: the first gets a constant target, the second cannot (its target is a graph input)
+    text = model_text(
+        SHAPE_CHAIN + "n1 = Unsqueeze(n, zero)\n cw1 = Unsqueeze(cw, zero)\n t = Concat <axis = 0> (n1, cw1)\n r = Reshape(x, t)\n"
+        " y = Reshape(r, q)\n r2 = Reshape(x, t)\n z = Relu(r2)",
+        "float[N,3,8] x, int64[2] q", "float[A,B] y, float[N,24] z",
+    )
+    _, result, rewrite = apply_pass("fold-shapes", text)
+    assert result.modified
+    assert rewrite.stats["Reshape target made constant"] == 2
+    targets = [node.inputs[1] for node in result.model.graph if node.op_type == "Reshape"]
+    assert [ints_of(t) if t.const_value is not None else t.name for t in targets] == [[0, 24], "q", [0, 24]]
+
+
+def test_only_the_reshape_rule_applying_still_reports_a_change():
+    text = model_text(
+        "s = Shape(x)\n i0 = Constant <value = int64[1] {0}> ()\n n = Gather(s, i0)\n t = Concat <axis = 0> (n, m1)\n y = Reshape(x, t)",
+        "float[N,24] x", "float[N,24] y", inits="int64[1] m1 = {24}",
+    )
+    _, result, _ = apply_pass("fold-shapes", text)
+    assert result.modified and reshape_target(result.model) == [0, 24]
+
+
+def test_a_target_longer_than_the_datas_rank_copies_only_within_it():
+    # Reshape(x[N,24], [N, 3, 8]) : N is x's dimension 0 -> 0; 3 and 8 stay (x has no dimension 2)
+    text = model_text(
+        "s = Shape(x)\n i0 = Constant <value = int64[1] {0}> ()\n n = Gather(s, i0)\n t = Concat <axis = 0> (n, three, eight)\n y = Reshape(x, t)",
+        "float[N,24] x", "float[N,3,8] y", inits="int64[1] three = {3}, int64[1] eight = {8}",
+    )
+    before, result, _ = apply_pass("fold-shapes", text)
+    assert reshape_target(result.model) == [0, 3, 8]
+    for n in (1, 3):
+        assert_same_outputs(before, result.model, feeds={"x": np.arange(n * 24, dtype=np.float32).reshape(n, 24)})
+
+
+def test_with_allowzero_a_dimension_of_the_data_is_not_spelled_as_zero():
+    # allowzero=1: 0 means an empty dimension, so N stays unknown; 24 is known positive, so N becomes -1
+    text = model_text(
+        "s = Shape(x)\n i0 = Constant <value = int64[1] {0}> ()\n n = Gather(s, i0)\n t = Concat <axis = 0> (n, m1)\n y = Reshape <allowzero = 1> (x, t)",
+        "float[N,24] x", "float[N,24] y", inits="int64[1] m1 = {24}", opset=14,
+    )
+    before, result, _ = apply_pass("fold-shapes", text)
+    assert reshape_target(result.model) == [-1, 24]
+    assert_same_outputs(before, result.model, feeds={"x": np.ones((2, 24), np.float32)})
+
+
+def test_with_allowzero_a_known_zero_is_not_positive_and_blocks_minus_one():
+    text = model_text(
+        "s = Shape(x)\n i0 = Constant <value = int64[1] {0}> ()\n n = Gather(s, i0)\n t = Concat <axis = 0> (n, z)\n y = Reshape <allowzero = 1> (x, t)",
+        "float[N,0] x", "float[N,0] y", inits="int64[1] z = {0}", opset=14,
+    )
+    _, result, _ = apply_pass("fold-shapes", text)
+    assert not result.modified
+
+
+def test_a_known_one_is_not_a_copy_and_counts_as_positive():
+    # Reshape(x[N,3,8], [N*3*8, 1]): 1 is kept as 1 (not read as a copy of x's dimension 1), and it is
+    # positive, so the unknown N*24 becomes -1
+    text = model_text(
+        SHAPE_CHAIN + "ncw = Mul(n, cw)\n ncw1 = Unsqueeze(ncw, zero)\n t = Concat <axis = 0> (ncw1, one)\n y = Reshape(x, t)",
+        "float[N,3,8] x", "float[M,1] y", inits="int64[1] one = {1}",
+    )
+    before, result, _ = apply_pass("fold-shapes", text)
+    assert reshape_target(result.model) == [-1, 1]
+    for feed in batches(2, 3):
+        assert_same_outputs(before, result.model, feeds=feed)
+
+
+@pytest.mark.parametrize(("first", "accepted"), [(0, False), (1, True), (2, True)])
+def test_a_copied_dimension_counts_as_positive_only_when_the_datas_dimension_is(first, accepted):
+    # Reshape(x[first,N,4], [0, N*4]): -1 for N*4 is safe only when the copied dimension is not 0
+    text = model_text(
+        "s = Shape(x)\n i1 = Constant <value = int64 {1}> ()\n i2 = Constant <value = int64 {2}> ()\n m = Gather(s, i1)\n w = Gather(s, i2)\n"
+        " mw = Mul(m, w)\n zero = Constant <value = int64[1] {0}> ()\n mw1 = Unsqueeze(mw, zero)\n t = Concat <axis = 0> (zero, mw1)\n y = Reshape(x, t)",
+        f"float[{first},N,4] x", "float[A,B] y",
+    )
+    before, result, _ = apply_pass("fold-shapes", text)
+    reshape = next(node for node in result.model.graph if node.op_type == "Reshape")
+    assert (reshape.inputs[1].const_value is not None) == accepted
+    if accepted:
+        assert reshape_target(result.model) == [0, -1]
+        assert_same_outputs(before, result.model, feeds={"x": np.ones((first, 5, 4), np.float32)})
+
+
+def test_a_data_that_is_a_graph_output_has_no_trusted_dimensions():
+    # r is also a graph output: its declared shape is not read, so the copied 0 is not known positive
+    text = model_text(
+        "r = Relu(x)\n s = Shape(x)\n i1 = Constant <value = int64 {1}> ()\n m = Gather(s, i1)\n zero = Constant <value = int64[1] {0}> ()\n"
+        " m1 = Unsqueeze(m, zero)\n t = Concat <axis = 0> (zero, m1)\n y = Reshape(r, t)",
+        "float[2,N] x", "float[2,N] r, float[A,B] y",
+    )
+    _, result, _ = apply_pass("fold-shapes", text)
+    assert not result.modified
+
+
+def test_two_unknown_elements_leave_the_target_computed():
+    # Reshape(x[N,M,8], [N*3?...]): N*2 and M*4 are both unknown: only one can be -1
+    text = model_text(
+        "s = Shape(x)\n i0 = Constant <value = int64 {0}> ()\n i1 = Constant <value = int64 {1}> ()\n n = Gather(s, i0)\n m = Gather(s, i1)\n"
+        " n2 = Mul(n, two)\n m4 = Mul(m, four)\n zero = Constant <value = int64[1] {0}> ()\n a = Unsqueeze(n2, zero)\n b = Unsqueeze(m4, zero)\n"
+        " t = Concat <axis = 0> (a, b)\n y = Reshape(x, t)",
+        "float[N,M,8] x", "float[A,B] y", inits="int64 two = {2}, int64 four = {4}",
+    )
+    _, result, _ = apply_pass("fold-shapes", text)
+    assert not result.modified
+
+
+def test_a_reshape_target_that_cannot_be_read_is_left_alone():
+    text = model_text("t = Abs(q)\n y = Reshape(x, t)", "float[N,24] x, int64[2] q", "float[A,B] y")
+    _, result, _ = apply_pass("fold-shapes", text)
+    assert not result.modified
+
+
+def test_the_minus_one_refusal_reports_no_change():
+    # Reshape(x[N,M], [N, M*2]): N copies (0) but may be 0, so M*2 cannot be -1; nothing else folds
+    text = model_text(
+        "s = Shape(x)\n n = Gather(s, i0)\n m = Gather(s, i1)\n m2 = Mul(m, two)\n t = Concat <axis = 0> (n, m2)\n y = Reshape(x, t)",
+        "float[N,M] x", "float[A,B] y", inits="int64[1] i0 = {0}, int64[1] i1 = {1}, int64[1] two = {2}",
+    )
+    _, result, _ = apply_pass("fold-shapes", text)
+    assert not result.modified
+
+
+def _reshape_with_inferred_output(output_dims, graph_output=False):
+    """Reshape(x[2,3,8], [len(v), len(u)]) where shape inference is taken to know the output is
+    ``output_dims`` (set on the Reshape's output after inference, as a shape inference that knew more
+    would leave it)."""
+    from ir import shapes
+
+    outputs = "float[A,B] y" if graph_output else "float[A,B] y"
+    body = (
+        "sv = Shape(v)\n su = Shape(u)\n t = Concat <axis = 0> (sv, su)\n r = Reshape(x, t)\n"
+        + ("y = Identity(r)" if not graph_output else "y = Reshape(x, t)")
+    )
+    model = ir.from_onnx_text(model_text(body, "float[2,3,8] x, float[V] v, float[U] u", outputs))
+    shapes.infer(model)
+    reshape = next(node for node in model.graph if node.op_type == "Reshape" and (node.outputs[0].is_graph_output() == graph_output))
+    reshape.outputs[0].shape = ir.Shape(output_dims)
+    rewrite = create("fold-shapes")
+    return model, rewrite(model), reshape
+
+
+@pytest.mark.parametrize(("first", "want"), [(6, [6, -1]), (1, [1, -1]), (0, None)])
+def test_an_unknown_element_takes_the_output_dimension_shape_inference_knows(first, want):
+    _, result, reshape = _reshape_with_inferred_output([first, "B"])
+    if want is None:  # a known 0 is not positive: the other element cannot be -1
+        assert reshape.inputs[1].const_value is None
+    else:
+        assert ints_of(reshape.inputs[1]) == want
+
+
+def test_the_known_output_dimensions_are_used_only_when_the_rank_matches():
+    _, result, reshape = _reshape_with_inferred_output([6, 8, 1])
+    assert reshape.inputs[1].const_value is None
+
+
+def test_the_output_dimensions_of_a_graph_output_reshape_are_not_trusted():
+    model, result, reshape = _reshape_with_inferred_output([6, 8], graph_output=True)
+    assert reshape.inputs[1].const_value is None
+
+
+# -- rule 3: a Concat of consecutive dimensions becomes Shape ---------------------------------------
+def concat_of_dims(dims: str, inputs: str = "float[N,M,K] x", opset: int = 17, axis: int = 0, extra: str = "", outputs: str = "float[A,B,C] y") -> str:
+    """t = Concat of x's dimensions at ``dims`` (comma-separated indices), then y = ConstantOfShape(t)."""
+    picks = "".join(f" d{i} = Gather(s, i{i})\n" for i in map(int, dims.split(",")))
+    names = ", ".join(f"d{i}" for i in map(int, dims.split(",")))
+    inits = ", ".join(f"int64[1] i{i} = {{{i}}}" for i in range(4))
+    return model_text(f"s = Shape(x)\n{picks} t = Concat <axis = {axis}> ({names})\n{extra or 'y = ConstantOfShape(t)'}", inputs, outputs, opset=opset, inits=inits)
+
+
+def shape_nodes(model: ir.Model) -> list[tuple[int | None, int | None]]:
+    return [(n.attributes.get_int("start"), n.attributes.get_int("end")) for n in model.graph if n.op_type == "Shape"]
+
+
+@pytest.mark.parametrize(
+    ("dims", "opset", "want"),
+    [
+        ("0,1,2", 13, [(None, None), (None, None)]),  # the whole shape: Shape(x), at any opset
+        ("0,1,2", 15, [(None, None), (None, None)]),
+        ("0,1", 15, [(None, None), (0, 2)]),  # a prefix is not the whole shape
+        ("1,2", 15, [(None, None), (1, 3)]),
+        ("1", 15, [(None, None), (1, 2)]),  # a single dimension
+        ("1,2", 14, [(None, None)]),  # start/end need opset 15
+    ],
+)
+def test_consecutive_dimensions_become_one_shape(dims, opset, want):
+    before, result, rewrite = apply_pass("fold-shapes", concat_of_dims(dims, opset=opset))
+    assert shape_nodes(result.model) == want
+    assert result.modified == (len(want) == 2)
+    x = np.zeros((2, 3, 4), np.float32)
+    assert_same_outputs(before, result.model, feeds={"x": x})
+
+
+def test_a_concat_on_axis_minus_1_becomes_shape_too():
+    before, result, _ = apply_pass("fold-shapes", concat_of_dims("1,2", axis=-1))
+    assert shape_nodes(result.model) == [(None, None), (1, 3)]
+
+
+@pytest.mark.parametrize("dims", ["0,2", "1,0", "2,1"])
+def test_dimensions_out_of_order_or_repeated_stay_a_concat(dims):
+    before, result, _ = apply_pass("fold-shapes", concat_of_dims(dims))
+    assert shape_nodes(result.model) == [(None, None)] and not result.modified
+
+
+def test_dimensions_of_two_tensors_stay_a_concat():
+    text = model_text(
+        "s = Shape(x)\n sv = Shape(v)\n a = Gather(s, i0)\n b = Gather(sv, i1)\n t = Concat <axis = 0> (a, b)\n y = ConstantOfShape(t)",
+        "float[N,M] x, float[P,Q] v", "float[A,B] y", inits="int64[1] i0 = {0}, int64[1] i1 = {1}",
+    )
+    _, result, _ = apply_pass("fold-shapes", text)
+    assert not result.modified
+
+
+def test_a_concat_of_known_numbers_becomes_a_constant_not_a_shape():
+    text = model_text(
+        "s = Shape(x)\n a = Gather(s, i1)\n t = Concat <axis = 0> (a, seven)\n y = ConstantOfShape(t)",
+        "float[N,3] x", "float[3,7] y", inits="int64[1] i1 = {1}, int64[1] seven = {7}",
+    )
+    _, result, rewrite = apply_pass("fold-shapes", text)
+    assert rewrite.stats["Concat computed from known dimensions"] == 1
+
+
+def test_a_concat_that_is_a_graph_output_or_int32_stays():
+    # t32: the dimensions cast to int32, a Shape would give int64
+    text = concat_of_dims(
+        "1,2", extra="c1 = Cast <to = 6> (d1)\n c2 = Cast <to = 6> (d2)\n t32 = Concat <axis = 0> (c1, c2)\n y = Identity(t32)",
+        outputs="int32[2] y, int64[2] t",
+    )
+    before, result, _ = apply_pass("fold-shapes", text)
+    assert not result.modified
+    assert_same_outputs(before, result.model, feeds={"x": np.zeros((2, 3, 4), np.float32)})
+
+
+def test_the_new_shape_is_named_after_the_concat_and_keeps_its_inferred_shape():
+    before, result, rewrite = apply_pass("fold-shapes", concat_of_dims("1,2") + "")
+    shape = next(node for node in result.model.graph if node.op_type == "Shape" and node.attributes.get_int("start") == 1)
+    assert (shape.name, shape.outputs[0].name) == ("t_shape", "t_shape_1")
+    assert shape.outputs[0].dtype == ir.DataType.INT64 and list(shape.outputs[0].shape) == [2]
+
+
+def test_two_concats_of_dimensions_are_counted():
+    text = concat_of_dims("1,2", extra="y = ConstantOfShape(t)\n t2 = Concat <axis = 0> (d1, d2)\n z = ConstantOfShape(t2)", outputs="float[A,B] y, float[A,B] z")
+    _, result, rewrite = apply_pass("fold-shapes", text)
+    assert rewrite.stats["Concat of dimensions became Shape"] == 2
