@@ -9,7 +9,8 @@ The pass reads a small integer tensor (a shape, or a piece of one) element by el
 ``Shape(x)`` (with start/end) whose element j is x's dimension j, and what ``Gather`` (axis 0, constant
 indices), ``Slice`` (constant bounds), ``Concat`` (axis 0), ``Unsqueeze``/``Squeeze``/``Reshape``/
 ``Identity``, integer ``Cast`` and elementwise ``Mul``/``Add``/``Sub`` (operands of equal length, or one
-of length 1) make of them. The dimensions of a graph output are never read: its declared shape may be
+of length 1) make of them. A number outside the range of its value's type (int32 or int64) is not
+known: ONNX Runtime wraps it around. The dimensions of a graph output are never read: its declared shape may be
 wrong, and ONNX Runtime does not check it.
 
 Rules:
@@ -106,7 +107,7 @@ class FoldShapesPass(Pass):
         elements = self._elements(output)
         if dims is None or len(dims) > 1 or elements is None or not all(isinstance(e, int) for e in elements):
             return False
-        if int(np.prod(dims)) != len(elements) or not _fits(elements, output.dtype.numpy()):
+        if int(np.prod(dims)) != len(elements):
             return False
         array = np.array(elements, dtype=output.dtype.numpy()).reshape(dims)
         constant = add_constant(graph, self._names, array, f"{output.name or name_base(node)}_value", node)
@@ -149,8 +150,6 @@ class FoldShapesPass(Pass):
             if -1 in target or not all(ok for j, ok in enumerate(positive) if j != k):
                 return False
             target[k] = -1
-        if not _fits(target, np.int64):
-            return False
         shape = add_constant(graph, self._names, np.array(target, dtype=np.int64), f"{name_base(node)}_shape", node)
         node.replace_input_with(1, shape)
         self.stats["Reshape target made constant"] += 1
@@ -192,7 +191,7 @@ class FoldShapesPass(Pass):
             return None
         key = id(value)
         if key not in self._memo:
-            self._memo[key] = self._read(value, depth)
+            self._memo[key] = _in_range(self._read(value, depth), value.dtype)
         return self._memo[key]
 
     def _read(self, value: ir.Value, depth: int) -> list[Element] | None:
@@ -262,11 +261,13 @@ def _elementwise(op_type: str, inputs: list[list[Element] | None]) -> list[Eleme
     return [compute(a, b) if isinstance(a, int) and isinstance(b, int) else UNKNOWN for a, b in zip(left, right)]
 
 
-def _fits(numbers: list, dtype) -> bool:
-    """Every number is in the range of the integer type (the reader computes with Python ints: an int32
-    Cast, or a product, that wraps around in ONNX Runtime is not computed)."""
-    info = np.iinfo(dtype)
-    return all(info.min <= n <= info.max for n in numbers)
+def _in_range(elements: list[Element] | None, dtype: ir.DataType | None) -> list[Element] | None:
+    """The elements, a number outside the value's integer type made unknown: the reader computes with
+    Python ints, where ONNX Runtime wraps around (an int32 Cast of 3000000000, an int32 product)."""
+    if elements is None or dtype not in _INTEGER_TYPES:
+        return elements
+    info = np.iinfo(dtype.numpy())
+    return [e if not isinstance(e, int) or info.min <= e <= info.max else UNKNOWN for e in elements]
 
 
 def _clamp_axis(axis: int, rank: int) -> int:

@@ -661,3 +661,36 @@ def test_two_concats_of_dimensions_are_counted():
     text = concat_of_dims("1,2", extra="y = ConstantOfShape(t)\n t2 = Concat <axis = 0> (d1, d2)\n z = ConstantOfShape(t2)", outputs="float[A,B] y, float[A,B] z")
     _, result, rewrite = apply_pass("fold-shapes", text)
     assert rewrite.stats["Concat of dimensions became Shape"] == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "inits"),
+    [
+        # int64 -> int32 -> int64: ONNX Runtime keeps the low 32 bits, 5
+        ("a = Cast <to = 6> (big)\n b = Cast <to = 7> (a)", "int64[1] big = {4294967301}"),
+        # an int32 product that wraps around
+        ("a = Mul(k, k)\n b = Cast <to = 7> (a)", "int32[1] k = {70000}"),
+    ],
+)
+def test_numbers_that_wrap_around_in_their_type_are_not_computed(body, inits):
+    text = model_text(f"{body}\n y = Expand(x, b)", "float[N] x", "float[M] y", inits=inits)
+    _, result, _ = apply_pass("fold-shapes", text)
+    expand = next(node for node in result.model.graph if node.op_type == "Expand")
+    assert expand.inputs[1].const_value is None
+
+
+@pytest.mark.parametrize(("value", "read"), [(2147483647, True), (-2147483648, True), (2147483648, False), (-2147483649, False)])
+def test_an_int32_cast_is_read_within_the_int32_range(value, read):
+    text = model_text(
+        "c = Cast <to = 6> (v)\n g = Gather(c, i0)\n o = Identity(g)", "float[2] x", "int32 o", inits=f"int64[1] v = {{{value}}}, int64 i0 = {{0}}",
+    )
+    assert dims_folded_into(text, "o") == (value if read else None)
+
+
+def test_a_reshape_target_gathered_on_axis_1_is_not_read_as_axis_0():
+    # Gather<axis=1>([[2],[3],[4]], 0) is [2, 3, 4]; read as axis 0 it would be [2]
+    text = model_text(
+        "t = Gather <axis = 1> (d, i0)\n y = Reshape(x, t)", "float[2,3,4] x", "float[2,3,4] y", inits="int64[3,1] d = {2,3,4}, int64 i0 = {0}",
+    )
+    _, result, _ = apply_pass("fold-shapes", text)
+    assert not result.modified
