@@ -415,7 +415,8 @@ def test_a_result_the_ir_cannot_store_is_left_with_a_note(monkeypatch):
     assert any("Neg node producing r: result cannot be stored" in note for note in rewrite.notes)
 
 
-def test_an_unnamed_output_is_skipped_and_the_named_ones_fold():
+@pytest.mark.parametrize("max_bytes", [None, "8"])
+def test_an_unnamed_output_is_skipped_and_the_named_ones_fold(max_bytes):
     # RNN's outputs are optional: Y is left unnamed, Y_h is used
     hidden = 2
     w = np.full((1, hidden, 1), 0.5, np.float32)
@@ -431,7 +432,8 @@ def test_an_unnamed_output_is_skipped_and_the_named_ones_fold():
     model = ir.serde.deserialize_model(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]))
     feeds = {"x": np.zeros((1, 1, hidden), np.float32)}
     want = runtime.run(model, feeds)["y"]
-    create("fold-constants")(model)
+    # Y_h is 1 x 1 x 2 float32: 8 bytes; the unnamed Y is not computed and counts for nothing
+    create("fold-constants", {"max_bytes": max_bytes} if max_bytes else {})(model)
     assert op_counts(model) == {"Add": 1}
     np.testing.assert_allclose(runtime.run(model, feeds)["y"], want, rtol=1e-6)
 
@@ -521,6 +523,32 @@ def test_string_results_fold_into_string_initializers(evaluator, monkeypatch):
     assert op_counts(result.model) == {}
     feeds = {"x": np.zeros(2, np.float32)}
     assert runtime.run(result.model, feeds)["y"].tolist() == runtime.run(before, feeds)["y"].tolist() == ["ab", "cd", "ab", "cd"]
+
+
+def test_a_string_matrix_keeps_its_shape():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2] x) => (string[2,2] y) <string[1,2] a = {"ab", "cd"}> {
+        y = Concat <axis = 0> (a, a)
+    }
+    """
+    before, result, _ = apply_pass("fold-constants", text)
+    feeds = {"x": np.zeros(2, np.float32)}
+    assert runtime.run(result.model, feeds)["y"].tolist() == runtime.run(before, feeds)["y"].tolist() == [["ab", "cd"], ["ab", "cd"]]
+
+
+def test_an_empty_result_keeps_its_element_type():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2] x) => (float[2] y) <float[2] c = {1.0, 2.0}, int64[1] s = {1}, int64[1] e = {1}> {
+        z = Slice (c, s, e)
+        k = Concat <axis = 0> (x, z)
+        y = Identity (k)
+    }
+    """
+    _, result, error = fold(text)
+    assert result.model.graph.initializers["z"].const_value.dtype == ir.DataType.FLOAT
+    assert error == 0.0
 
 
 def test_every_refusal_is_counted():
