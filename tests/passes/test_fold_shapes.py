@@ -444,9 +444,10 @@ def test_making_a_reshape_target_constant_is_reported_as_a_change_and_counted():
 
 
 def test_only_the_reshape_rule_applying_still_reports_a_change():
+    # the second Reshape (target q, a graph input) comes last and changes nothing
     text = model_text(
-        "s = Shape(x)\n i0 = Constant <value = int64[1] {0}> ()\n n = Gather(s, i0)\n t = Concat <axis = 0> (n, m1)\n y = Reshape(x, t)",
-        "float[N,24] x", "float[N,24] y", inits="int64[1] m1 = {24}",
+        "s = Shape(x)\n i0 = Constant <value = int64[1] {0}> ()\n n = Gather(s, i0)\n t = Concat <axis = 0> (n, m1)\n r = Reshape(x, t)\n y = Reshape(r, q)",
+        "float[N,24] x, int64[2] q", "float[A,B] y", inits="int64[1] m1 = {24}",
     )
     _, result, _ = apply_pass("fold-shapes", text)
     assert result.modified and reshape_target(result.model) == [0, 24]
@@ -706,3 +707,12 @@ def test_a_reshape_target_gathered_on_axis_1_is_not_read_as_axis_0():
     )
     _, result, _ = apply_pass("fold-shapes", text)
     assert not result.modified
+
+
+def test_a_computed_constant_is_named_after_the_value_it_replaces_not_the_node():
+    model = ir.from_onnx_text(model_text(SHAPE_CHAIN + "o = Identity(c)", "float[N,3,8] x", "int64 o"))
+    for node in model.graph:
+        node.name = f"node_{node.outputs[0].name}"
+    create("fold-shapes")(model)
+    identity = next(node for node in model.graph if node.op_type == "Identity")
+    assert identity.inputs[0].name == "c_value"
