@@ -148,7 +148,7 @@ class FoldConstantsPass(Pass):
         if arrays is None or self._too_large(node, sum(a.nbytes for a in arrays)):
             return None
         try:
-            tensors = [ir.tensor(a, name=out.name) for a, out in zip(arrays, node.outputs)]
+            tensors = [_tensor(a, out.name) for a, out in zip(arrays, node.outputs)]
         except Exception:  # e.g. an object array the IR cannot hold as a tensor
             self.note(f"{describe(node)}: result cannot be stored as an initializer; left alone")
             return None
@@ -175,6 +175,14 @@ class FoldConstantsPass(Pass):
                 return arrays
         self.note(f"{describe(node)}: constant inputs, but could not be evaluated with the declared output type; left alone")
         return None
+
+
+def _tensor(array: np.ndarray, name: str) -> ir.TensorProtocol:
+    """An initializer's tensor; strings (numpy bytes, str or object arrays of them) as a string tensor."""
+    if array.dtype.kind in "SU" or (array.dtype.kind == "O" and all(isinstance(v, (bytes, str)) for v in array.flat)):
+        items = [v.encode() if isinstance(v, str) else bytes(v) for v in array.flat]
+        return ir.StringTensor(np.array(items, dtype=object).reshape(array.shape), name=name)
+    return ir.tensor(array, name=name)
 
 
 def _has_graph_attribute(node: ir.Node) -> bool:
@@ -215,24 +223,42 @@ def _types_match(arrays: list[np.ndarray], declared: list[ir.DataType | None]) -
 
 
 def _evaluate_reference(node_proto: onnx.NodeProto, feeds, opsets, outputs) -> list[np.ndarray]:
-    evaluator = ReferenceEvaluator(node_proto, opsets=dict(opsets))
-    results = evaluator.run(None, feeds)
-    return [np.asarray(r) if np.isscalar(r) else r for r in results]
+    # A one-node model, not the bare node: given a NodeProto, the evaluator runs the newest version of
+    # the op whatever ``opsets`` says (Squeeze-13 for an opset-11 Squeeze, which ignores its axes).
+    evaluator = ReferenceEvaluator(_one_node_model(node_proto, feeds, opsets, outputs))
+    results = dict(zip(evaluator.output_names, evaluator.run(None, feeds)))
+    # An output left unnamed is not computed; a placeholder keeps the positions (it is never stored).
+    return [_as_array(results[out.name]) if out.name else np.zeros(0, np.float32) for out in outputs]
+
+
+def _as_array(result):
+    return np.asarray(result) if np.isscalar(result) else result
 
 
 def _evaluate_onnxruntime(node_proto: onnx.NodeProto, feeds, opsets, outputs) -> list[np.ndarray]:
     from ir import runtime
 
+    # ONNX Runtime misreads fixed-width numpy bytes ('S'): strings go in as an object array of str.
+    feeds = {name: a.astype(str).astype(object) if a.dtype.kind == "S" else a for name, a in feeds.items()}
+    results = runtime.run(_one_node_model(node_proto, feeds, opsets, outputs), feeds)
+    return [results[out.name] for out in outputs]
+
+
+def _one_node_model(node_proto: onnx.NodeProto, feeds, opsets, outputs) -> onnx.ModelProto:
+    """The node alone in a model of the given opsets: its inputs are the feeds, its named outputs the outputs."""
     graph = onnx.helper.make_graph(
         [node_proto],
         "fold",
-        [onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(a.dtype), a.shape) for name, a in feeds.items()],
+        [onnx.helper.make_tensor_value_info(name, _element_type(a), a.shape) for name, a in feeds.items()],
         [onnx.helper.make_empty_tensor_value_info(out.name) for out in outputs if out.name],
     )
     opset_list = [onnx.helper.make_opsetid(domain, version) for domain, version in opsets.items()]
-    model = onnx.helper.make_model(graph, opset_imports=opset_list, ir_version=onnx.IR_VERSION)
-    results = runtime.run(model, feeds)
-    return [results[out.name] for out in outputs]
+    return onnx.helper.make_model(graph, opset_imports=opset_list, ir_version=onnx.IR_VERSION)
+
+
+def _element_type(array: np.ndarray) -> int:
+    # Constant string tensors read back as numpy bytes arrays ('S'), which ONNX's helper cannot map.
+    return onnx.TensorProto.STRING if array.dtype.kind in "SUO" else onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
 
 
 def _replace_by_initializer(graph: ir.Graph, node: ir.Node, tensors: list[ir.TensorProtocol]) -> None:

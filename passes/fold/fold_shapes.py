@@ -9,7 +9,8 @@ The pass reads a small integer tensor (a shape, or a piece of one) element by el
 ``Shape(x)`` (with start/end) whose element j is x's dimension j, and what ``Gather`` (axis 0, constant
 indices), ``Slice`` (constant bounds), ``Concat`` (axis 0), ``Unsqueeze``/``Squeeze``/``Reshape``/
 ``Identity``, integer ``Cast`` and elementwise ``Mul``/``Add``/``Sub`` (operands of equal length, or one
-of length 1) make of them. The dimensions of a graph output are never read: its declared shape may be
+of length 1) make of them. A number outside the range of its value's type (int32 or int64) is not
+known: ONNX Runtime wraps it around. The dimensions of a graph output are never read: its declared shape may be
 wrong, and ONNX Runtime does not check it.
 
 Rules:
@@ -190,7 +191,7 @@ class FoldShapesPass(Pass):
             return None
         key = id(value)
         if key not in self._memo:
-            self._memo[key] = self._read(value, depth)
+            self._memo[key] = _in_range(self._read(value, depth), value.dtype)
         return self._memo[key]
 
     def _read(self, value: ir.Value, depth: int) -> list[Element] | None:
@@ -258,6 +259,15 @@ def _elementwise(op_type: str, inputs: list[list[Element] | None]) -> list[Eleme
     right = right * length if len(right) == 1 else right
     compute = {"Mul": lambda a, b: a * b, "Add": lambda a, b: a + b, "Sub": lambda a, b: a - b}[op_type]
     return [compute(a, b) if isinstance(a, int) and isinstance(b, int) else UNKNOWN for a, b in zip(left, right)]
+
+
+def _in_range(elements: list[Element] | None, dtype: ir.DataType | None) -> list[Element] | None:
+    """The elements, a number outside the value's integer type made unknown: the reader computes with
+    Python ints, where ONNX Runtime wraps around (an int32 Cast of 3000000000, an int32 product)."""
+    if elements is None or dtype not in _INTEGER_TYPES:
+        return elements
+    info = np.iinfo(dtype.numpy())
+    return [e if not isinstance(e, int) or info.min <= e <= info.max else UNKNOWN for e in elements]
 
 
 def _clamp_axis(axis: int, rank: int) -> int:
