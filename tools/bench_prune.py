@@ -80,11 +80,20 @@ def timed_session(model, feed):
     return once
 
 
+SETTLE_S = 0.05  # the pause between two timed runs of different sessions (see interleaved_ms)
+
+
 def interleaved_ms(base_run, pruned_run, repeats: int) -> tuple[float, float]:
-    """Median latency of both, alternating runs so that load on a shared machine hits both alike."""
+    """Median latency of both, alternating runs so that load on a shared machine hits both alike.
+
+    Each session's thread pool keeps spinning for a while after a run: timed right after the
+    other, a session shares the cores with those spinning threads (measured on 2 cores: ONNX
+    Runtime's ResNet-50 at 140 ms right after a TVM run, 31 ms alone). A pause lets them park."""
     base, pruned = [], []
     for _ in range(repeats):
+        time.sleep(SETTLE_S)
         base.append(base_run())
+        time.sleep(SETTLE_S)
         pruned.append(pruned_run())
     return 1000 * float(np.median(base)), 1000 * float(np.median(pruned))
 

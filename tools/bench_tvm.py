@@ -40,6 +40,7 @@ from backends.numeric_check import compare_outputs  # noqa: E402
 from backends.tolerance import check_library  # noqa: E402
 from ir import runtime  # noqa: E402
 import machine_load  # noqa: E402  (tools/, the script's folder)
+from bench_prune import SETTLE_S  # noqa: E402
 
 
 FOLDED: dict[str, str] = {}
@@ -129,7 +130,9 @@ def alternating_latency(library, model, feeds, repeat: int) -> tuple[float, floa
     """(TVM ms, ONNX Runtime ms): medians of ``repeat`` rounds, each one TVM run then one ONNX Runtime run.
 
     The machine may be shared: alternating run by run puts both under the same load, which two
-    separate series of runs, minutes apart, do not."""
+    separate series of runs, minutes apart, do not. Both runtimes' thread pools spin for a while
+    after a run, so each run starts after a pause (``bench_prune.SETTLE_S``) in which they park:
+    without it, ONNX Runtime's ResNet-50 measured 140 ms right after TVM runs and 31 ms alone."""
     import onnx_ir as ir  # noqa: PLC0415
     import onnxruntime as ort  # noqa: PLC0415
     import tvm  # noqa: PLC0415
@@ -142,9 +145,11 @@ def alternating_latency(library, model, feeds, repeat: int) -> tuple[float, floa
     session.run(None, feeds)
     tvm_times, ort_times = [], []
     for _ in range(repeat):
+        time.sleep(SETTLE_S)
         start = time.perf_counter()
         machine["main"](*inputs)
         tvm_times.append(time.perf_counter() - start)
+        time.sleep(SETTLE_S)
         start = time.perf_counter()
         session.run(None, feeds)
         ort_times.append(time.perf_counter() - start)
