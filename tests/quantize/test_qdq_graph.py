@@ -58,9 +58,19 @@ def test_raise_opset_converts_in_place_and_keeps_the_function():
     assert model.opset_imports[""] == 13 and qdq.default_opset(model) == 13
     assert model.graph.opset_imports is model.opset_imports  # the model's dict is its graph's
     assert model.opset_imports.get("com.example") == 2  # other domains are kept
-    assert model.ir_version == 7  # raised to at least 7 (what opset 13 needs), not beyond
+    assert model.ir_version == 7  # raised to what opset 13 needs, not beyond
     assert [node.op_type for node in model.graph] == ["Conv", "Relu"]
     np.testing.assert_array_equal(ort_outputs(model, {"x": x})[0], expected)
+
+
+def test_raise_opset_declares_the_ir_version_of_the_new_opset():
+    # onnx.version_converter keeps the old IR version; opset 21 (and its INT4 type) needs IR 10
+    model = parse(RELU_CONV.format(ir=8, opset=17))
+    assert qdq.raise_opset(model, 21) is True
+    assert (model.opset_imports[""], model.ir_version) == (21, 10)
+    model = parse(RELU_CONV.format(ir=4, opset=9))
+    assert qdq.raise_opset(model, 11) is True
+    assert (model.opset_imports[""], model.ir_version) == (11, 6)
 
 
 def test_raise_opset_keeps_a_newer_ir_version():
