@@ -262,6 +262,7 @@ def test_fake_quantize_rewires_every_reader_through_one_q_dq_pair():
     model = parse(FAKE)
     graph = model.graph
     a = next(iter(graph)).outputs[0]
+    a.shape = ir.Shape([4])
     dq = qdq.GraphWriter(graph, "quantize").fake_quantize(a, np.float32(0.5), np.array(10, np.uint8))
     q = dq.producer().inputs[0]
     assert q.producer().op_type == "QuantizeLinear" and dq.producer().op_type == "DequantizeLinear"
@@ -271,7 +272,7 @@ def test_fake_quantize_rewires_every_reader_through_one_q_dq_pair():
     assert list(q.producer().inputs)[1:] == list(dq.producer().inputs)[1:]  # the same scale and zero point
     assert [v.name for v in list(dq.producer().inputs)[1:]] == ["a_scale", "a_zero_point"]
     assert q.dtype == ir.DataType.UINT8 and dq.dtype == ir.DataType.FLOAT
-    assert q.shape == a.shape and dq.shape == a.shape
+    assert q.shape == ir.Shape([4]) and dq.shape == ir.Shape([4])  # the shape of the value
     assert q.producer().metadata_props["graphpress.rule"] == "quantize"
     x = np.array([-1.0, 0.26, 1.0, 200.0], np.float32)
     # relu, then levels round(a / 0.5) + 10 clipped to [0, 255], back: (level - 10) * 0.5
@@ -290,3 +291,13 @@ def test_fake_quantize_of_an_unnamed_untyped_value_uses_value_and_float():
     assert dq.producer().inputs[0].dtype == ir.DataType.INT8
     scale = dq.producer().inputs[1]
     assert scale.name == "value_scale" and scale.const_value.numpy().dtype == np.float32 and scale.shape == ir.Shape([])
+
+
+@pytest.mark.parametrize("scale", [0.25, np.float64(0.25), np.array([0.25])[0]])
+def test_fake_quantize_stores_the_scale_as_a_float32_scalar(scale):
+    graph = parse(FAKE).graph
+    a = next(iter(graph)).outputs[0]
+    dq = qdq.GraphWriter(graph, "quantize").fake_quantize(a, scale, np.array(0, np.uint8))
+    stored = dq.producer().inputs[1]
+    assert stored.dtype == ir.DataType.FLOAT and stored.shape == ir.Shape([])
+    assert stored.const_value.numpy().dtype == np.float32 and stored.const_value.numpy() == np.float32(0.25)
