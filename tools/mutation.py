@@ -30,7 +30,10 @@ MUTMUT = [sys.executable, "-m", "mutmut"]
 
 # name: (files to mutate, pytest arguments selecting the tests that may kill them, default function globs)
 MODULES = {
-    "qdq": (["passes/quantize/qdq.py"], ["tests/quantize/test_qdq_params.py"],
+    # the parameter functions (test_qdq_params), the graph side (test_qdq_graph) and the passes that write QDQ graphs
+    "qdq": (["passes/quantize/qdq.py"], ["tests/quantize/test_qdq_params.py", "tests/quantize/test_qdq_graph.py", *(
+        f"tests/quantize/test_{name}.py" for name in ("quantize", "quantize_dynamic", "quantize_weights", "equalize", "smoothquant")),
+        "-m", "not real_models and not slow", "-k", "not builder_cnn and not mobilenetv2"],
             ["*x_activation_params*", "*x_symmetric_weight*", "*x_dequantize*", "*x_quantized_bias*"]),
     "observers": (["passes/quantize/observers.py"], ["tests/quantize/test_qdq_params.py", "tests/quantize/test_observers_reference.py", *(
         f"tests/quantize/test_quantize.py::{name}" for name in (

@@ -9,7 +9,8 @@ Rules:
 - Biases of Conv/Gemm become int32 with scale ``input scale * weight scale`` (what ONNX Runtime's
   integer kernels expect), clipped to the int32 range.
 - Per-channel DequantizeLinear needs opset 13 (the ``axis`` attribute); ``raise_opset`` converts the
-  model in place with ``onnx.version_converter``; block-wise int4 needs opset 21.
+  model in place with ``onnx.version_converter`` and raises its IR version to the opset's; block-wise
+  int4 needs opset 21 (IR 10).
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ def raise_opset(model: ir.Model, minimum: int) -> bool:
     model.graph = new.graph
     model.opset_imports.clear()
     model.opset_imports.update(opsets)
-    model.ir_version = max(model.ir_version, new.ir_version, 7)
+    # at least the IR version of the new opset (the converter keeps the old one): opset 13 needs IR 7,
+    # opset 21 (and the INT4 type of block-wise weights) IR 10
+    required = onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", minimum)])
+    model.ir_version = max(model.ir_version, new.ir_version, required)
     return True
 
 
