@@ -5,7 +5,7 @@ task accuracy on the evaluation set seed 0) and the MobileNetV2 / ResNet-50 buil
 weights, generated calibration inputs: fidelity only). Loading, data, metrics and interleaved ONNX
 Runtime timing come from ``tools/bench_prune.py``.
 
-Rows per model and MAC target T: ``decompose{macs=T,method=M}`` for each method and auto,
+Rows per model and MAC target T: ``decompose{macs=T,method=M}`` for each method and auto, ``decompose{macs=T,timing=true}`` (auto-timed),
 ``separable{macs=T}``, ``prune{macs=T}`` (its default importance: activation with calibration data),
 ``decompose{macs=T/2},prune{macs=(T/2)/(1-T/2)}`` (T in all: prune's fraction is of what decompose leaves), ``decompose{macs=T},quantize``, and the anchor: tensorly's
 data-free factorization (SVD / partial Tucker / parafac) at the per-layer ranks that ``decompose``
@@ -38,13 +38,15 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import bench_prune as bp  # noqa: E402
 
-ROWS = ("svd", "spatial-svd", "tucker", "cp", "auto", "separable", "prune", "decompose+prune", "decompose+quantize", "tensorly")
+ROWS = ("svd", "spatial-svd", "tucker", "cp", "auto", "auto-timed", "separable", "prune", "decompose+prune", "decompose+quantize", "tensorly")
 
 
 def pipeline(row: str, target: float, calib: int) -> str:
     c = f"calib={calib}"
     if row in ("svd", "spatial-svd", "tucker", "cp", "auto"):
         return f"decompose{{macs={target},method={row},{c}}}"
+    if row == "auto-timed":  # layers whose chain measures slower than the layer alone stay whole
+        return f"decompose{{macs={target},timing=true,{c}}}"
     if row == "separable":
         return f"separable{{macs={target},{c}}}"
     if row == "prune":
