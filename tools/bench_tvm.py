@@ -226,7 +226,8 @@ def write(path: Path, sections, args, seconds, load_start) -> None:
         machine_load.describe(load_start, machine_load.snapshot()),
         f"Written by `tools/bench_tvm.py` in one run of {seconds / 60:.1f} min. Latency: median of {repeat} runs "
         "(untuned: fewer) after a warm-up, one random input, all cores for both; each TVM run alternates with one ONNX Runtime run "
-        "(float rows: ONNX Runtime float; int8 rows: ONNX Runtime on the same QDQ model), so both see the same machine load, "
+        "(float rows: ONNX Runtime float; int8 rows: ONNX Runtime on the same QDQ model), each after a pause of "
+        f"{SETTLE_S * 1e3:.0f} ms in which the other's spinning threads park, so both see the same machine load, "
         "and the ratio uses those two medians. "
         "Candidates are built in-process and measured by MetaSchedule's local runner. Each budget tunes into a fresh "
         "database; an `-again` row runs the last budget again on that database. Error: max |TVM - ORT| / output magnitude; "
