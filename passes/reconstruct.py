@@ -475,7 +475,10 @@ def _set_input(node: ir.Node, index: int, array: np.ndarray) -> None:
 
 def add_initializer(graph: ir.Graph, base: str, array: np.ndarray) -> ir.Value:
     """A new initializer holding ``array``, named ``base`` or ``base_N`` (unique among initializers);
-    listed as a graph input too when every existing initializer is one (old-IR models)."""
+    listed as a graph input too when every existing initializer is one (old-IR models).
+
+    Subnormal floats are written as zero (``flush_subnormals``)."""
+    array = flush_subnormals(array)
     taken = set(graph.initializers)
     name, counter = base, 0
     while name in taken:
@@ -489,3 +492,19 @@ def add_initializer(graph: ir.Graph, base: str, array: np.ndarray) -> ir.Value:
     if as_input:
         graph.inputs.append(value)
     return value
+
+
+def flush_subnormals(array: np.ndarray) -> np.ndarray:
+    """``array`` with its subnormal floats (nonzero, below the type's smallest normal) set to zero.
+
+    A least-squares fit or a factorization of a trained weight that already holds subnormals (PP-OCRv4
+    rec has thousands) spreads them: x86 kernels take a microcode path on every product with one, and
+    one 1x1 conv of the factorized rec ran 70x slower (23.8 ms against 0.34 ms), the whole model 2x
+    slower than the original. Zero differs from them by less than 1.2e-38."""
+    if array.dtype.kind != "f" or array.dtype.itemsize > 8:
+        return array
+    tiny = np.finfo(array.dtype).tiny
+    subnormal = (array != 0) & (np.abs(array) < tiny)
+    if not subnormal.any():
+        return array
+    return np.where(subnormal, np.zeros((), array.dtype), array)
