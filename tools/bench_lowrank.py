@@ -1,6 +1,6 @@
 """Benchmark: low-rank decomposition and depthwise-separable rewrites against pruning, in one run.
 
-Models: PP-OCRv4 rec/det (trained; constants folded; calibration from ``models.ocr_data`` seed 1,
+Models: PP-OCRv4 rec/det and the PP-OCR direction classifier cls (trained; constants folded; calibration from ``models.ocr_data`` seed 1,
 task accuracy on the evaluation set seed 0) and the MobileNetV2 / ResNet-50 builders (random
 weights, generated calibration inputs: fidelity only). Loading, data, metrics and interleaved ONNX
 Runtime timing come from ``tools/bench_prune.py``.
@@ -225,7 +225,7 @@ def render(results, args, env) -> str:
              f"{tuple(round(x, 2) for x in env['load_end'])} at the end (a shared 2-core machine: latencies are noisy; each row's "
              f"baseline is timed interleaved with it). {env['cpu']}, Python {env['python']}, ONNX Runtime {env['onnxruntime']}, "
              f"tensorly {env['tensorly']}.", "",
-             "Accuracy: character accuracy (rec) / F-score (det) on rendered data; top-1: agreement with the float model (builders). "
+             "Accuracy: character accuracy (rec) / F-score (det) / direction accuracy (cls) on rendered data; top-1: agreement with the float model (builders). "
              "SQNR: the model output against the float model on 8 held-back calibration feeds. Share: fraction of the MAC cut "
              "that shows up as ONNX Runtime speed-up.", "",
              "| model | row | MACs (M) | params (k) | accuracy | top-1 | SQNR dB | ORT ms (base) | share | pass s | peak MB | layers by method |",

@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import machine_load  # noqa: E402  (tools/, the script's folder)
 
-TASKS = {"ppocr-rec": "rec", "ppocr-det": "det"}
-ACCURACY_KEY = {"rec": "char_accuracy", "det": "f_score"}
+TASKS = {"ppocr-rec": "rec", "ppocr-det": "det", "ppocr-cls": "cls"}
+ACCURACY_KEY = {"rec": "char_accuracy", "det": "f_score", "cls": "accuracy"}
 CRITERIA = "l1,l2,bn,activation,reconstruction"
 
 
