@@ -1,4 +1,4 @@
-"""The defaults a user gets: ``prune{macs=F}`` ranks channels by activation when calibration data are
+"""The defaults a user gets: ``prune{macs=F}`` ranks channels by reconstruction when calibration data are
 given (data-aware), by l1 otherwise, and says so."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from passes.manager import PassContext
 from tests.prune.test_prune import chain_model, correlated_feeds
 
 
-def test_importance_defaults_to_activation_with_calibration_data_and_to_l1_without():
+def test_importance_defaults_to_reconstruction_with_calibration_data_and_to_l1_without():
     with_data = create("prune", {"macs": "0.3"})
     with_data.context = PassContext(calibration=Calibration.from_iterable(correlated_feeds(8, seed=1)))
     with_data(chain_model())
-    assert {row["why"] for row in with_data.layers} == {"lowest activation importance"}
+    assert {row["why"] for row in with_data.layers} == {"lowest reconstruction importance"}
     without = create("prune", {"macs": "0.3"})
     without(chain_model())
     assert {row["why"] for row in without.layers} == {"lowest l1 importance"}
