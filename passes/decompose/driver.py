@@ -34,7 +34,6 @@
 from __future__ import annotations
 
 import fnmatch
-import math
 import time
 
 import numpy as np
@@ -329,7 +328,7 @@ class LowRankPass(Pass):
             row = {"layer": layer.name, "op": layer.node.op_type, "action": option.action, "method": option.method,
                    "ranks": list(option.ranks), "params_before": int(layer.params), "params_after": int(option.params),
                    "macs_before": int(layer.macs), "macs_after": int(option.macs),
-                   "predicted_sqnr_db": _db(option.error)}
+                   "predicted_sqnr_db": sensitivity.to_db(option.error)}
             name = layer.node.outputs[0].name
             if name in layer_sqnr:
                 row["sqnr_db"] = float(layer_sqnr[name])
@@ -347,6 +346,3 @@ class LowRankPass(Pass):
 def _refittable_last(node: ir.Node) -> bool:
     return node.op_type != "Conv" or node.attributes.get_int("group", 1) == 1
 
-
-def _db(error: float) -> float:
-    return 10 * math.log10(1 / error) if error > 0 else float("inf")

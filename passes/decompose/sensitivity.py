@@ -36,6 +36,7 @@ from ir import io, runtime
 from passes.decompose.candidates import Option
 from passes.decompose.intent import compose
 from passes.decompose.layers import Layer
+from passes.reconstruct import NormalEquations
 
 EXACT = 1e-12  # a probe error below this says nothing about the layer's sensitivity
 
@@ -98,12 +99,9 @@ def refit_last(option: Option, rows: np.ndarray | None, ridge: float, target: np
     if target is None:  # the layer's outputs on the rows, shared by its options
         target = x.astype(np.float64) @ option.layer.weight.reshape(outputs, -1).T
     fit, check = slice(0, None, 2), slice(1, None, 2)
-    gram = features[fit].T @ features[fit]
-    gram += ridge * max(float(np.trace(gram)) / max(len(gram), 1), 1e-12) * np.eye(len(gram))
-    try:
-        last = np.linalg.solve(gram, features[fit].T @ target[fit]).T  # [N, features]
-    except np.linalg.LinAlgError:
-        return option
+    equations = NormalEquations(features.shape[1], outputs)  # the same ridge least squares as every refit
+    equations.add(features[fit], target[fit])
+    last = equations.solve(ridge).T  # [N, features]
     signal = max(float(np.sum(target[check] ** 2)), 1e-300)
     before = float(np.sum((features[check] @ factors[-1].reshape(outputs, -1).T - target[check]) ** 2)) / signal
     error = float(np.sum((features[check] @ last.T - target[check]) ** 2)) / signal
