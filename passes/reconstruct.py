@@ -498,9 +498,9 @@ def flush_subnormals(array: np.ndarray) -> np.ndarray:
     """``array`` with its subnormal floats (nonzero, below the type's smallest normal) set to zero.
 
     A least-squares fit or a factorization of a trained weight that already holds subnormals (PP-OCRv4
-    rec has thousands) spreads them: x86 kernels take a microcode path on every product with one, and
-    one 1x1 conv of the factorized rec ran 70x slower (23.8 ms against 0.34 ms), the whole model 2x
-    slower than the original. Zero differs from them by less than 1.2e-38."""
+    rec has 31,350) spreads them, and x86 kernels take a slow path on every product with one:
+    ``decompose{macs=0.3}`` of rec ran at 1.81x the original's latency with them and 0.92x without
+    (``tools/bench_subnormals.py``). Zero differs from them by less than 1.2e-38."""
     if array.dtype.kind != "f" or array.dtype.itemsize > 8:
         return array
     tiny = np.finfo(array.dtype).tiny
